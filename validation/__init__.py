@@ -1,0 +1,3 @@
+"""geomem.validation: experiments, figures and the ``geomem`` command line."""
+
+__all__: list[str] = []

@@ -21,9 +21,10 @@ __all__ = ["EMA", "load_checkpoint", "resolve_device", "save_checkpoint", "seed_
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed python, numpy and torch; return a torch.Generator seeded the same way."""
+    """Seed python's and torch's global generators (torch initialises modules from its global
+    generator); return a torch.Generator seeded the same way. numpy code in geomem takes
+    explicit ``np.random.Generator`` objects, so numpy's legacy global state is left alone."""
     random.seed(seed)
-    np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 

@@ -28,7 +28,9 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> np.nda
     if arr.size == 0:
         raise ValueError(f"{name} must be non-empty; allowed range {bound.format(name)}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite; allowed range {bound.format(name)}, got {value!r}")
+        raise ValueError(
+            f"{name} must be finite; allowed range {bound.format(name)}, got {value!r}"
+        )
     bad = arr < 0 if allow_zero else arr <= 0
     if np.any(bad):
         worst = arr[bad].ravel()[0]

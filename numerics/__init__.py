@@ -1,3 +1,67 @@
 """geomem.numerics: fast empirical-score Jacobians, estimators, training (numpy/numba/torch)."""
 
 __all__: list[str] = []
+
+# image experiments (H6)
+from .denoisers import (  # noqa: E402
+    BlindDenoiser,
+    EmpiricalDenoiser,
+    TrainConfig,
+    build_denoiser,
+    denoiser_jacobian,
+    train_denoiser,
+    train_or_load,
+)
+from .images import c_alpha_images, disk_images, load_dataset, load_digits_images  # noqa: E402
+from .sampler import cosine_similarity, sample  # noqa: E402
+
+__all__ += ["BlindDenoiser", "EmpiricalDenoiser", "TrainConfig", "build_denoiser",
+            "c_alpha_images", "cosine_similarity", "denoiser_jacobian", "disk_images",
+            "load_dataset", "load_digits_images", "sample", "train_denoiser", "train_or_load"]
+
+# exact empirical-score Jacobians (H2)
+from .empirical import (  # noqa: E402
+    JacobianSpectrum,
+    WeightStatistics,
+    empirical_jacobian,
+    empirical_score,
+    jacobian_eigenvalues,
+    jacobian_spectrum,
+    weight_statistics,
+)
+
+__all__ += ["JacobianSpectrum", "WeightStatistics", "empirical_jacobian", "empirical_score",
+            "jacobian_eigenvalues", "jacobian_spectrum", "weight_statistics"]
+
+# spectral-gap dimension estimators (H5)
+from .dimension import DimensionEstimate, estimate_dimension  # noqa: E402
+
+__all__ += ["DimensionEstimate", "estimate_dimension"]
+
+# denoising-score-matching networks on linear manifolds (H5)
+from .score_mlp import MLPConfig, ScoreMLP  # noqa: E402
+from .training import (  # noqa: E402
+    TrainedScore,
+    TrainingConfig,
+    load_score_model,
+    train_score_model,
+)
+from .training import train_or_load as train_or_load_score  # noqa: E402
+
+__all__ += ["MLPConfig", "ScoreMLP", "TrainedScore", "TrainingConfig", "load_score_model",
+            "train_or_load_score", "train_score_model"]
+
+# autodiff Jacobians and spectral estimators (H3)
+from .jacobians import (  # noqa: E402
+    extreme_singular_values,
+    haar_orthogonal,
+    normalize_spectrum,
+    orthogonal_group_singular_values,
+    paper_protocol_spectra,
+    score_jacobian,
+    symmetric_difference_singular_values,
+)
+
+__all__ += ["extreme_singular_values", "haar_orthogonal", "normalize_spectrum",
+            "orthogonal_group_singular_values", "paper_protocol_spectra", "score_jacobian",
+            "symmetric_difference_singular_values"]

@@ -20,6 +20,15 @@ app = typer.Typer(
 # One module per command; each defines register(app). Add new commands here (one line each).
 COMMAND_MODULES = [
     # COMMANDS-BEGIN
+    "generalization",
+    "gahb",
+    "image_dimensions",
+    "score_field",
+    "rem_check",
+    "spectra",
+    "report",
+    "phase_diagram",
+    "trained_spectra",
     # COMMANDS-END
 ]
 

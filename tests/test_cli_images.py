@@ -1,0 +1,155 @@
+"""CLI --quick runs of the image commands and the crossover-N computation."""
+
+import json
+
+import numpy as np
+import pytest
+import typer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from geomem.validation import generalization
+from geomem.validation.generalization import crossover_n, default_n_values, disjoint_subsets
+
+
+def _app(*modules) -> typer.Typer:
+    """A typer group with only the image commands (a one-command app would drop the name)."""
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """geomem image commands (tests)."""
+
+    for module in modules:
+        module.register(app)
+    return app
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+def test_crossover_on_synthetic_similarity_data():
+    n = [1, 10, 100, 1000]
+    assert crossover_n(n, [0.1, 0.5, 0.8, 1.0]) == pytest.approx(10 ** 2.5)
+    assert crossover_n(n, [0.95, 0.96, 0.97, 0.99]) == 1.0
+    assert crossover_n(n, [0.1, 0.2, 0.3, 0.4]) is None
+    # a coincidental agreement at N = 1 is not the crossover
+    assert crossover_n(n, [0.95, 0.5, 0.8, 1.0]) == pytest.approx(10 ** 2.5)
+    assert crossover_n(n, [0.1, 0.95, 0.5, 0.6]) is None
+    # noisy synthetic medians around a logistic curve centred at N = 300
+    rng = np.random.default_rng(0)
+    grid = np.geomspace(1, 1e5, 11)
+    medians = [np.median(np.clip(1 / (1 + (300 / g) ** 1.5) + 0.01 * rng.standard_normal(200),
+                                 -1, 1)) for g in grid]
+    true = 300 * (0.9 / 0.1) ** (1 / 1.5)
+    assert crossover_n(grid, medians) == pytest.approx(true, rel=0.25)
+    with pytest.raises(ValueError, match="increasing"):
+        crossover_n([10, 1], [0.1, 0.2])
+
+
+@settings(max_examples=30, deadline=None)
+@given(m=st.lists(st.floats(-1, 1), min_size=2, max_size=6))
+def test_crossover_lies_in_bracket(m):
+    n = np.geomspace(1, 10 ** (len(m) - 1), len(m))
+    star = crossover_n(n, m)
+    if star is None:
+        assert m[-1] < 0.9
+    else:
+        assert m[-1] >= 0.9
+        below = np.flatnonzero(np.asarray(m) < 0.9)
+        i = int(below[-1]) + 1 if below.size else 0
+        assert n[max(i - 1, 0)] <= star * (1 + 1e-12) and star <= n[i] * (1 + 1e-12)
+
+
+def test_subsets_are_disjoint_and_n_grid():
+    pool = np.arange(20.0).reshape(20, 1, 1, 1)
+    a, b = disjoint_subsets(pool, 10)
+    assert not set(a.ravel()) & set(b.ravel())
+    with pytest.raises(ValueError, match="n out of range"):
+        disjoint_subsets(pool, 11)
+    assert default_n_values(1797) == [1, 10, 100, 898]
+    assert default_n_values(4000) == [1, 10, 100, 1000, 2000]
+
+
+def test_generalization_quick(tmp_path, cache_dir):
+    out = tmp_path / "gen"
+    args = ["generalization", "--quick", "--out", str(out), "--cache-dir", str(cache_dir)]
+    result = CliRunner().invoke(_app(generalization), args)
+    assert result.exit_code == 0, result.output
+    for name in ("similarity_histograms.png", "similarity_histograms.pdf", "sample_rows.png",
+                 "sample_rows.pdf", "similarities.csv", "summary.csv", "record.json"):
+        assert (out / name).exists(), name
+    record = json.loads((out / "record.json").read_text())
+    assert set(record["summary"]) == {"digits", "disks"}
+    assert "scale_down" in record["parameters"]
+    first = (out / "summary.csv").read_text()
+    # resumable: a re-run reads the per-N cache and rewrites identical tables
+    assert CliRunner().invoke(_app(generalization), args).exit_code == 0
+    assert (out / "summary.csv").read_text() == first
+
+
+def test_generalization_bad_options(tmp_path):
+    app = _app(generalization)
+    bad = CliRunner().invoke(app, ["generalization", "--datasets", "imagenet", "--out",
+                                   str(tmp_path)])
+    assert bad.exit_code == 2 and "datasets" in bad.output
+    bad = CliRunner().invoke(app, ["generalization", "--n-values", "5000", "--out",
+                                   str(tmp_path), "--datasets", "digits"])
+    assert bad.exit_code == 2 and "n-values" in bad.output
+
+
+def test_gahb_quick(tmp_path, cache_dir):
+    from geomem.validation import gahb
+
+    out = tmp_path / "gahb"
+    args = ["gahb", "--quick", "--out", str(out), "--cache-dir", str(cache_dir),
+            "--datasets", "digits,calpha2"]
+    result = CliRunner().invoke(_app(gahb), args)
+    assert result.exit_code == 0, result.output
+    for name in ("gahb.png", "gahb.pdf", "gahb_eigenvectors.png", "gahb_eigenvectors.pdf",
+                 "gahb.csv", "shrinkage_spectra.csv", "record.json"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "record.json").read_text())["summary"]
+    assert summary["calpha2"]["optimal_slope"] == pytest.approx(4 / 3)
+    assert np.isfinite(summary["digits"]["mse_slope"])
+    bad = CliRunner().invoke(_app(gahb), ["gahb", "--datasets", "cifar", "--out", str(out)])
+    assert bad.exit_code == 2
+
+
+def test_fit_log_slope_recovers_power_law():
+    from geomem.validation.gahb import fit_log_slope, optimal_rate
+
+    sig = np.geomspace(0.01, 0.5, 6)
+    assert fit_log_slope(sig, 3.0 * sig ** optimal_rate(3.0)) == pytest.approx(1.5)
+    assert optimal_rate(1.0) == 1.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(d=st.integers(20, 80), k=st.integers(1, 10), seed=st.integers(0, 1000))
+def test_cliff_dimension_counts_small_singular_values(d, k, seed):
+    from geomem.validation.image_dimensions import cliff_dimension
+
+    rng = np.random.default_rng(seed)
+    sv = np.r_[100 + rng.random(d - k), 0.5 * rng.random(k)]
+    assert cliff_dimension(rng.permutation(sv)) == k
+
+
+def test_image_dimensions_quick(tmp_path, cache_dir):
+    from geomem.validation import image_dimensions
+
+    out = tmp_path / "dims"
+    args = ["image-dimensions", "--quick", "--out", str(out), "--cache-dir", str(cache_dir)]
+    result = CliRunner().invoke(_app(image_dimensions), args)
+    assert result.exit_code == 0, result.output
+    for name in ("image_dimensions.png", "image_dimensions.pdf", "dimensions.csv", "skdim.csv",
+                 "record.json"):
+        assert (out / name).exists(), name
+    record = json.loads((out / "record.json").read_text())
+    assert set(record["summary"]) == {"digits", "disks"}
+    assert record["true_dimension"] == {"disks": 5}
+    bad = CliRunner().invoke(_app(image_dimensions), ["image-dimensions", "--sigmas", "-1",
+                                                      "--out", str(out)])
+    assert bad.exit_code == 2

@@ -1,0 +1,253 @@
+"""``geomem gahb``: geometry-adaptive harmonic bases of trained blind denoisers (THEORY 8).
+
+For each data set a blind bias-free denoiser is trained (or loaded from the checkpoint cache
+shared with ``geomem generalization``) on N images (digits: network A at the largest N of
+``generalization``; C^alpha images, alpha in {1, 2, 3}: N = ``--n-train`` images).
+
+At noisy images ``y = x + sigma z`` (x held out) it measures
+- the exact Jacobian ``J = dD/dy`` (float64, torch.func): eigenvalues of its symmetric part
+  (the shrinkage spectrum lam_k), the effective dimensionality ``tr J``, leading eigenvectors
+  shown as images;
+- Stein's identity: ``MSE = E||y - D(y)||^2/d + 2 sigma^2 E tr J/d - sigma^2`` (per pixel)
+  against the measured MSE ``E||D(y) - x||^2/d`` on the same images;
+- MSE vs sigma on more held-out images; for C^alpha images the slope of log MSE vs log sigma
+  is compared with the optimal rate ``2 alpha / (alpha + 1)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import typer
+
+from geomem.numerics.denoisers import TrainConfig, denoiser_jacobian, train_or_load
+
+from ._common import bad_option, checked, default_out, pyplot
+from .generalization import (
+    DATA_SEED,
+    DEFAULT_CONFIG,
+    QUICK_CONFIG,
+    SYNTHETIC_POOL,
+    config_for,
+    dataset_pool,
+    default_n_values,
+    trained_pair,
+)
+from .progress import progress
+from .records import RunOutput
+
+__all__ = ["GAHB_DATASETS", "fit_log_slope", "gahb_measurements", "optimal_rate", "register",
+           "run_gahb"]
+
+COMMAND = "gahb"
+RESULT_FORMAT = 1
+GAHB_DATASETS = ("digits", "calpha1", "calpha2", "calpha3")
+#: eigenvectors shown per data set
+N_EIGENVECTORS = 8
+
+
+def optimal_rate(alpha: float) -> float:
+    """Exponent of the optimal denoising MSE ~ sigma^(2 alpha / (alpha + 1)) on C^alpha images."""
+    return 2 * alpha / (alpha + 1)
+
+
+def fit_log_slope(sigmas: Sequence[float], mse: Sequence[float]) -> float:
+    """Least-squares slope of log MSE against log sigma."""
+    x, y = np.log(np.asarray(sigmas, float)), np.log(np.asarray(mse, float))
+    if x.size < 2 or x.shape != y.shape:
+        raise ValueError(f"need >= 2 matching points, got {x.shape}, {y.shape}")
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def gahb_measurements(denoiser: torch.nn.Module, clean: np.ndarray, sigma: float,
+                      n_jacobian: int, seed: int = 0) -> dict[str, Any]:
+    """MSE on all ``clean`` images (P, C, H, W) at noise ``sigma``; Jacobian spectrum, trace and
+    Stein's estimate on the first ``n_jacobian`` of them (all per pixel)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.as_tensor(clean, dtype=torch.float64)
+    y = x + sigma * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    model = denoiser.to(torch.float32)
+    with torch.no_grad():
+        den = model(y.float()).double()
+    d = x[0].numel()
+    mse = ((den - x) ** 2).reshape(len(x), -1).sum(1) / d
+    jac = denoiser_jacobian(denoiser, y[:n_jacobian]).numpy()
+    lam, vecs = np.linalg.eigh(0.5 * (jac + jac.transpose(0, 2, 1)))
+    trace = np.trace(jac, axis1=1, axis2=2)
+    residual = ((y[:n_jacobian] - den[:n_jacobian]) ** 2).reshape(n_jacobian, -1).sum(1).numpy()
+    stein = residual / d + 2 * sigma ** 2 * trace / d - sigma ** 2
+    asym = np.linalg.norm(jac - jac.transpose(0, 2, 1), axis=(1, 2)) / np.linalg.norm(
+        jac, axis=(1, 2))
+    return {"mse": mse.numpy().tolist(), "mse_jacobian_points": mse[:n_jacobian].numpy().tolist(),
+            "stein_mse": stein.tolist(), "trace": trace.tolist(),
+            "shrinkage": lam[:, ::-1].tolist(), "relative_asymmetry": asym.tolist(),
+            "eigenvectors": vecs[0][:, ::-1][:, :N_EIGENVECTORS].T.tolist()}
+
+
+def run_gahb(out: Path, *, datasets: Sequence[str] = GAHB_DATASETS,
+             sigmas: Sequence[float] = (0.02, 0.04, 0.08, 0.16, 0.32),
+             n_train: int = 1000, n_test: int = 64, n_jacobian: int = 8,
+             digits_n: int | None = None,
+             config: TrainConfig | None = None, size: int = 16, cache_dir: Path | None = None,
+             seed: int = 0, pool: int = SYNTHETIC_POOL) -> dict[str, Any]:
+    """Train/load, measure (cached per data set and sigma), tabulate, draw, record. Digits use
+    network A of ``generalization`` at N = ``digits_n`` (default: its largest N)."""
+    run = RunOutput(out, COMMAND)
+    cache_dir = Path(cache_dir) if cache_dir is not None else Path("results") / "checkpoints"
+    results, rows, spec_rows, summary = {}, [], [], {}
+    for name in progress(datasets, "gahb datasets"):
+        images = dataset_pool(name, size=size, pool=pool)
+        pool_info = {"data_seed": DATA_SEED, "size": size, "pool": len(images)}
+        if name == "digits":
+            n = digits_n if digits_n is not None else default_n_values(len(images))[-1]
+        else:
+            n = min(n_train, len(images) // 2)
+        clean = images[-n_test:]                       # held out: S1 = images[:n], n <= pool/2
+        cfg = config_for(name, config)
+        for sigma in sigmas:
+            key = {"format": RESULT_FORMAT, "dataset": name, "n": n, "sigma": sigma,
+                   "n_test": n_test, "n_jacobian": n_jacobian, "config": cfg.to_dict(),
+                   "seed": seed, **pool_info}
+
+            def compute(n=n, sigma=sigma, images=images, name=name, pool_info=pool_info,
+                        clean=clean, cfg=cfg):
+                if name == "digits":
+                    model = trained_pair(cache_dir, name, images, n, cfg, seed, pool_info)[0][0]
+                else:
+                    model = train_or_load(cache_dir, name, images[:n], 0, cfg, seed,
+                                          extra=pool_info)[0]
+                return gahb_measurements(model, clean, sigma, n_jacobian, seed)
+
+            res = run.cached(key, compute)
+            results[(name, sigma)] = res
+            rows.append({"dataset": name, "N": n, "sigma": sigma,
+                         "mse": float(np.mean(res["mse"])),
+                         "mse_jacobian_points": float(np.mean(res["mse_jacobian_points"])),
+                         "stein_mse": float(np.mean(res["stein_mse"])),
+                         "trace_jacobian": float(np.mean(res["trace"])),
+                         "relative_asymmetry": float(np.mean(res["relative_asymmetry"]))})
+            for p, lam in enumerate(res["shrinkage"]):
+                spec_rows += [{"dataset": name, "sigma": sigma, "point": p, "k": k, "lambda": v}
+                              for k, v in enumerate(lam)]
+        mine = [r for r in rows if r["dataset"] == name]
+        slope = fit_log_slope([r["sigma"] for r in mine], [r["mse"] for r in mine])
+        summary[name] = {"N": n, "mse_slope": slope,
+                         "stein_relative_error": float(np.max(
+                             [abs(r["stein_mse"] / r["mse_jacobian_points"] - 1) for r in mine]))}
+        if name.startswith("calpha"):
+            summary[name]["alpha"] = float(name[-1])
+            summary[name]["optimal_slope"] = optimal_rate(float(name[-1]))
+    run.write_csv("gahb", rows)
+    run.write_csv("shrinkage_spectra", spec_rows)
+    _plot(run, results, rows, summary, datasets, sigmas)
+    run.write_record(
+        {"datasets": list(datasets), "sigmas": list(sigmas), "n_train": n_train,
+         "digits_n": digits_n,
+         "n_test": n_test, "n_jacobian": n_jacobian,
+         "train": {name: config_for(name, config).to_dict() for name in datasets}, "size": size,
+         "pool": pool, "cache_dir": str(cache_dir),
+         "scale_down": "CPU: small BF-CNN, few thousand Adam steps; paper: UNet/BF-CNN trained "
+                       "to convergence on 1e5 images"},
+        seeds={"noise": seed, "train_init": seed, "data": DATA_SEED}, extra={"summary": summary})
+    return summary
+
+
+def _plot(run: RunOutput, results, rows, summary, datasets, sigmas) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
+    for i, name in enumerate(datasets):
+        mine = [r for r in rows if r["dataset"] == name]
+        sig = np.array([r["sigma"] for r in mine])
+        mse = np.array([r["mse"] for r in mine])
+        label = f"{name}: slope {summary[name]['mse_slope']:.2f}"
+        if "optimal_slope" in summary[name]:
+            label += f" (optimal {summary[name]['optimal_slope']:.2f})"
+            axes[0, 0].loglog(sig, mse[0] * (sig / sig[0]) ** summary[name]["optimal_slope"],
+                              ":", color=f"C{i}")
+        axes[0, 0].loglog(sig, mse, "o-", color=f"C{i}", label=label)
+        axes[0, 1].loglog(sig, [r["trace_jacobian"] for r in mine], "o-", color=f"C{i}",
+                          label=name)
+        axes[1, 0].loglog([r["mse_jacobian_points"] for r in mine],
+                          [r["stein_mse"] for r in mine], "o", color=f"C{i}", label=name)
+        mid = sigmas[len(sigmas) // 2]
+        lam = np.mean(results[(name, mid)]["shrinkage"], axis=0)
+        axes[1, 1].plot(np.arange(1, lam.size + 1), lam, color=f"C{i}", label=f"{name}")
+    axes[0, 0].loglog(sigmas, np.square(sigmas), "k--", lw=0.8, label="identity (sigma^2)")
+    axes[0, 0].set(xlabel="sigma", ylabel="MSE per pixel",
+                   title="Denoising MSE vs sigma (dotted: optimal C^alpha rate)")
+    axes[0, 1].set(xlabel="sigma", ylabel="tr dD/dy", title="Effective dimensionality")
+    lims = [min(r["mse_jacobian_points"] for r in rows), max(r["mse_jacobian_points"]
+                                                             for r in rows)]
+    axes[1, 0].plot(lims, lims, "k--", lw=0.8)
+    axes[1, 0].set(xlabel="measured MSE", ylabel="Stein estimate",
+                   title="Stein's identity (same noisy images)")
+    axes[1, 1].set(xlabel="k", ylabel="lambda_k", xscale="log",
+                   title=f"Shrinkage spectrum (sym. Jacobian eigenvalues), sigma={mid:g}")
+    for ax in axes.ravel():
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    run.save_figure(fig, "gahb")
+    plt.close(fig)
+    # leading eigenvectors (first test image) at the smallest and largest sigma
+    picks = [sigmas[0], sigmas[-1]]
+    fig, axes = plt.subplots(len(datasets) * 2, N_EIGENVECTORS,
+                             figsize=(1.2 * N_EIGENVECTORS, 1.3 * 2 * len(datasets)),
+                             squeeze=False)
+    for i, name in enumerate(datasets):
+        for j, s in enumerate(picks):
+            vecs = np.asarray(results[(name, s)]["eigenvectors"])
+            side = int(round(np.sqrt(vecs.shape[1])))
+            lam = results[(name, s)]["shrinkage"][0]
+            for k in range(N_EIGENVECTORS):
+                ax = axes[2 * i + j, k]
+                v = vecs[k].reshape(side, side)
+                ax.imshow(v, cmap="RdBu_r", vmin=-np.abs(v).max(), vmax=np.abs(v).max())
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_xlabel(f"lam={lam[k]:.2f}", fontsize=6)
+            axes[2 * i + j, 0].set_ylabel(f"{name}\nsigma={s:g}", fontsize=7)
+    fig.suptitle("Leading eigenvectors of the denoiser Jacobian (GAHB), first test image",
+                 fontsize=9)
+    fig.tight_layout()
+    run.save_figure(fig, "gahb_eigenvectors")
+    plt.close(fig)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("gahb")
+    def gahb_cmd(
+        out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+        datasets: Annotated[str, typer.Option(help=f"Comma-separated, from {GAHB_DATASETS}.")
+                            ] = ",".join(GAHB_DATASETS),
+        n_train: Annotated[int, typer.Option("--n-train", help="Training images (C^alpha).")
+                           ] = 1000,
+        steps: Annotated[int | None, typer.Option(
+            help="Adam steps per network (default: as `generalization`).")] = None,
+        cache_dir: Annotated[Path | None, typer.Option(
+            "--cache-dir", help="Checkpoint cache shared with `generalization`.")] = None,
+        seed: Annotated[int, typer.Option(help="Network / noise seed.")] = 0,
+        quick: Annotated[bool, typer.Option(help="Tiny run (tests).")] = False,
+    ) -> None:
+        """Jacobian eigenbases, Stein's identity and C^alpha MSE rates of trained denoisers."""
+        names = [s.strip() for s in datasets.split(",") if s.strip()]
+        for name in names:
+            if name not in GAHB_DATASETS:
+                raise bad_option("--datasets", f"each must be one of {GAHB_DATASETS}, "
+                                               f"got {name!r}")
+        if n_train < 1:
+            raise bad_option("--n-train", f"must be >= 1, got {n_train}")
+        config = (checked("--steps", dataclasses.replace, DEFAULT_CONFIG, steps=steps)
+                  if steps is not None else None)
+        kwargs: dict[str, Any] = {}
+        if quick:
+            config = QUICK_CONFIG
+            kwargs = {"sigmas": (0.05, 0.2), "n_test": 4, "n_jacobian": 2, "size": 8,
+                      "pool": 40, "digits_n": 10}
+            n_train = min(n_train, 10)
+        run_gahb(out or default_out(COMMAND), datasets=names, n_train=n_train, config=config,
+                 cache_dir=cache_dir, seed=seed, **kwargs)

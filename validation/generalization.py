@@ -1,0 +1,339 @@
+"""``geomem generalization``: memorization -> generalization with disjoint training sets
+(Kadkhodaie et al., THEORY section 8).
+
+For each data set and each N, two blind bias-free denoisers are trained on disjoint subsets
+S1, S2 of size N; both are sampled with the stochastic coarse-to-fine ascent sampler from the
+same seed (identical initial and injected noise). Outputs: histograms of the A-vs-B cosine
+similarity and of the sample-vs-nearest-training-image similarity per N, the crossover N*
+where the median A-vs-B similarity passes 0.9, and the paper-style rows (closest training
+image in S1, sample of A, sample of B, closest training image in S2).
+
+Trained networks are cached in ``--cache-dir`` (default ``results/checkpoints``), keyed by
+data set, N, subset, architecture, seed and steps, and reused by ``geomem gahb`` and
+``geomem image-dimensions``. Everything is scaled down for CPU (small nets, few thousand Adam
+steps instead of the paper's long training); the scale-down is written into record.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from geomem.numerics.denoisers import BlindDenoiser, TrainConfig, train_or_load
+from geomem.numerics.images import DATASETS, load_dataset
+from geomem.numerics.sampler import cosine_similarity, sample
+
+from ._common import bad_option, checked, default_out, parse_ints, pyplot
+from .progress import progress
+from .records import RunOutput
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "QUICK_CONFIG",
+    "SYNTHETIC_CONFIG",
+    "SIMILARITY_THRESHOLD",
+    "crossover_n",
+    "dataset_pool",
+    "default_n_values",
+    "config_for",
+    "disjoint_subsets",
+    "register",
+    "run_generalization",
+    "trained_pair",
+]
+
+COMMAND = "generalization"
+RESULT_FORMAT = 1
+#: the paper's criterion for "the two networks generate the same image"
+SIMILARITY_THRESHOLD = 0.9
+#: CPU scale-down of the paper's UNet (64 channels doubling, 3 levels, ~1e5 images, long Adam)
+DEFAULT_CONFIG = TrainConfig(arch="bfcnn", width=32, depth=6, steps=1500, batch_size=64,
+                             ema_decay=0.99)
+#: 16x16 synthetic images cost 4x more per step than 8x8 digits: narrower, shorter on CPU
+SYNTHETIC_CONFIG = TrainConfig(arch="bfcnn", width=16, depth=6, steps=1000, batch_size=32,
+                               ema_decay=0.99)
+SYNTHETIC_DATASETS = ("disks", "calpha1", "calpha2", "calpha3")
+QUICK_CONFIG = TrainConfig(arch="bfcnn", width=8, depth=4, steps=300, batch_size=16,
+                           ema_decay=0.9)
+#: the largest synthetic pool drawn (so "max available" is finite for generated data)
+SYNTHETIC_POOL = 2000
+#: sampler settings for CPU runs (THEORY: beta 0.1-0.5 takes about 50-130 steps). The small
+#: CPU networks leave a residual of about 0.015 on clean digits, so the paper's stopping level
+#: 0.01 is never reached by some chains, which then drift and blow up; 0.03 stops all of them.
+SAMPLER = {"sigma0": 1.0, "sigma_final": 0.03, "h0": 0.01, "beta": 0.5, "max_steps": 1000}
+DATA_SEED = 0
+
+
+def dataset_pool(name: str, *, size: int = 16, data_dir: str | None = None,
+                 pool: int = SYNTHETIC_POOL, seed: int = DATA_SEED) -> np.ndarray:
+    """All images available for ``name`` (synthetic data: ``pool`` draws), shuffled by seed."""
+    images = load_dataset(name, None if name in ("digits", "mnist", "cifar10") else pool,
+                          size=size, data_dir=data_dir, rng=seed + 1)
+    return images[np.random.default_rng(seed).permutation(len(images))]
+
+
+def config_for(name: str, config: TrainConfig | None = None) -> TrainConfig:
+    """``config`` when given, else the CPU default for data set ``name``."""
+    if config is not None:
+        return config
+    return SYNTHETIC_CONFIG if name in SYNTHETIC_DATASETS else DEFAULT_CONFIG
+
+
+def default_n_values(pool_size: int) -> list[int]:
+    """{1, 10, 100, 1000, max available} with max = pool_size // 2 (two disjoint subsets)."""
+    top = pool_size // 2
+    return sorted({n for n in (1, 10, 100, 1000) if n < top} | {top})
+
+
+def disjoint_subsets(pool: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """S1 = pool[:n], S2 = pool[n:2n] (the pool is already shuffled)."""
+    if not 1 <= n <= len(pool) // 2:
+        raise ValueError(f"n out of range: allowed 1..{len(pool) // 2}, got {n}")
+    return pool[:n], pool[n:2 * n]
+
+
+def trained_pair(cache_dir: Path, dataset: str, pool: np.ndarray, n: int, config: TrainConfig,
+                 seed: int, pool_info: dict[str, Any]
+                 ) -> tuple[list[BlindDenoiser], tuple[np.ndarray, np.ndarray]]:
+    """The two denoisers (trained or loaded from the cache) for subsets S1, S2 of size n;
+    network k is initialised with seed ``seed + k``."""
+    subsets = disjoint_subsets(pool, n)
+    models = [train_or_load(cache_dir, dataset, images, k, config, seed + k, extra=pool_info)[0]
+              for k, images in enumerate(subsets)]
+    return models, subsets
+
+
+def crossover_n(n_values: Sequence[float], medians: Sequence[float],
+                threshold: float = SIMILARITY_THRESHOLD) -> float | None:
+    """The N beyond which the median similarity stays at or above ``threshold``: interpolated
+    linearly in log N between the last grid point below it and the next one; the first N if
+    all are above; None if the largest N is below. Crossing after the *last* point below
+    ignores a coincidental agreement at tiny N (at N = 1 both networks reproduce their one
+    training image, and two training images can happen to be similar).
+    NaN medians (no converged chain at that N) are skipped."""
+    n = np.asarray(n_values, dtype=float)
+    m = np.asarray(medians, dtype=float)
+    if n.shape != m.shape or n.ndim != 1 or n.size == 0:
+        raise ValueError(f"n_values and medians must be 1-d of equal length, got {n.shape}, "
+                         f"{m.shape}")
+    if np.any(np.diff(n) <= 0) or n[0] <= 0:
+        raise ValueError("n_values must be positive and strictly increasing")
+    n, m = n[np.isfinite(m)], m[np.isfinite(m)]
+    below = np.flatnonzero(m < threshold)
+    if below.size == 0:
+        return float(n[0])
+    i = int(below[-1]) + 1
+    if i == n.size:
+        return None
+    frac = (threshold - m[i - 1]) / (m[i] - m[i - 1])
+    return float(np.exp(np.log(n[i - 1]) + frac * (np.log(n[i]) - np.log(n[i - 1]))))
+
+
+def _median(values, ok) -> float:
+    """Median over converged chains (NaN when none converged)."""
+    values = np.asarray(values, dtype=float)[np.asarray(ok, dtype=bool)]
+    return float(np.median(values)) if values.size else float("nan")
+
+
+def _similarities(models, subsets, n_samples: int, seed: int) -> dict[str, Any]:
+    shape = (n_samples, *subsets[0].shape[1:])
+    samples = [sample(m, shape, seed=seed, **SAMPLER) for m in models]
+    ab = cosine_similarity(samples[0].samples, samples[1].samples)
+    result: dict[str, Any] = {"ab": ab, "steps": [s.steps for s in samples],
+                              "both_converged": samples[0].converged & samples[1].converged,
+                              "converged": [s.converged for s in samples],
+                              "samples": [s.samples for s in samples]}
+    for k, (res, train) in enumerate(zip(samples, subsets, strict=True)):
+        sims = cosine_similarity(res.samples[:, None], train[None])        # (n_samples, N)
+        result[f"train_sim_{k}"] = sims.max(1)
+        result[f"closest_{k}"] = train[sims.argmax(1)]
+    return result
+
+
+def run_generalization(out: Path, *, datasets: Sequence[str] = ("digits", "disks"),
+                       n_values: Sequence[int] | None = None, config: TrainConfig | None = None,
+                       n_samples: int = 64, size: int = 16, cache_dir: Path | None = None,
+                       data_dir: str | None = None, seed: int = 0, pool: int = SYNTHETIC_POOL,
+                       n_rows: int = 3) -> dict[str, Any]:
+    """Train (or load), sample, measure and draw; returns the summary per data set."""
+    run = RunOutput(out, COMMAND)
+    cache_dir = Path(cache_dir) if cache_dir is not None else Path("results") / "checkpoints"
+    rows, summary_rows, summary, per_dataset = [], [], {}, {}
+    for name in datasets:
+        images = dataset_pool(name, size=size, data_dir=data_dir, pool=pool)
+        pool_info = {"data_seed": DATA_SEED, "size": size, "pool": len(images)}
+        grid = sorted(n_values) if n_values is not None else default_n_values(len(images))
+        cfg = config_for(name, config)
+        if grid[-1] > len(images) // 2:
+            raise ValueError(f"n_values: largest N for {name} is {len(images) // 2}, got "
+                             f"{grid[-1]}")
+        results = {}
+        for n in progress(grid, f"generalization {name}"):
+            key = {"format": RESULT_FORMAT, "dataset": name, "n": n, "config": cfg.to_dict(),
+                   "seed": seed, "n_samples": n_samples, "sampler": SAMPLER, **pool_info}
+
+            def compute(n=n, name=name, images=images, pool_info=pool_info, cfg=cfg):
+                models, subsets = trained_pair(cache_dir, name, images, n, cfg, seed,
+                                               pool_info)
+                return _similarities(models, subsets, n_samples, seed)
+
+            results[n] = run.cached(key, compute)
+        medians = []
+        for n in grid:
+            res = results[n]
+            ok = np.asarray(res["both_converged"], dtype=bool)
+            for i, ab in enumerate(res["ab"]):
+                rows.append({"dataset": name, "N": n, "sample": i, "ab_similarity": float(ab),
+                             "a_train_similarity": res["train_sim_0"][i],
+                             "b_train_similarity": res["train_sim_1"][i],
+                             "a_steps": res["steps"][0][i], "b_steps": res["steps"][1][i],
+                             "both_converged": bool(ok[i])})
+            medians.append(_median(res["ab"], ok))
+            summary_rows.append({
+                "dataset": name, "N": n, "median_ab_similarity": medians[-1],
+                "median_train_similarity": _median(
+                    np.r_[np.asarray(res["train_sim_0"], dtype=float),
+                          np.asarray(res["train_sim_1"], dtype=float)], np.r_[ok, ok]),
+                "fraction_converged": float(np.mean(ok))})
+        n_star = crossover_n(grid, medians)
+        summary[name] = {"n_values": grid, "median_ab_similarity": medians, "n_star": n_star,
+                         "n_star_reached": n_star is not None,
+                         "fraction_converged": [r["fraction_converged"] for r in summary_rows
+                                                if r["dataset"] == name]}
+        per_dataset[name] = (grid, results)
+    run.write_csv("similarities", rows)
+    run.write_csv("summary", summary_rows)
+    _plot_histograms(run, per_dataset, summary)
+    _plot_rows(run, per_dataset, n_rows)
+    run.write_record(
+        {"datasets": list(datasets), "n_values": n_values,
+         "train": {name: config_for(name, config).to_dict() for name in datasets},
+         "n_samples": n_samples, "size": size, "pool": pool, "sampler": SAMPLER,
+         "cache_dir": str(cache_dir), "similarity_threshold": SIMILARITY_THRESHOLD,
+         "scale_down": "CPU: BF-CNN (bias-free) instead of the paper's 64-channel UNet; "
+                       "1000-1500 Adam steps of batch 32-64 per network (see 'train') instead of "
+                       "hundreds of epochs; N up to the pool size / 2"},
+        seeds={"train_init": [seed, seed + 1], "sampler": seed, "data": DATA_SEED},
+        extra={"summary": summary})
+    return summary
+
+
+def _plot_histograms(run: RunOutput, per_dataset, summary) -> None:
+    plt = pyplot()
+    n_cols = max(len(grid) for grid, _ in per_dataset.values())
+    fig, axes = plt.subplots(len(per_dataset) + 1, n_cols, figsize=(2.6 * n_cols,
+                             2.3 * (len(per_dataset) + 1)), squeeze=False)
+    bins = np.linspace(-0.2, 1.0, 31)
+    for r, (name, (grid, results)) in enumerate(per_dataset.items()):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            if c >= len(grid):
+                ax.axis("off")
+                continue
+            res = results[grid[c]]
+            ok = np.asarray(res["both_converged"], dtype=bool)
+            ax.hist(np.clip(np.asarray(res["ab"], dtype=float)[ok], -0.2, 1), bins, alpha=0.6,
+                    label="A vs B")
+            ax.hist(np.clip(np.r_[np.asarray(res["train_sim_0"], dtype=float)[ok],
+                                  np.asarray(res["train_sim_1"], dtype=float)[ok]], -0.2, 1), bins,
+                    alpha=0.6, label="sample vs nearest train")
+            ax.set_title(f"{name}, N={grid[c]}", fontsize=9)
+            ax.set_xlabel("cosine similarity", fontsize=8)
+            if c == 0:
+                ax.legend(fontsize=7)
+    ax = axes[-1, 0]
+    for name, (grid, results) in per_dataset.items():
+        ax.semilogx(grid, summary[name]["median_ab_similarity"], "o-", label=f"{name} A vs B")
+        ok = [np.asarray(results[n]["both_converged"], dtype=bool) for n in grid]
+        ax.semilogx(grid, [_median(np.r_[np.asarray(results[n]["train_sim_0"], dtype=float),
+                                         np.asarray(results[n]["train_sim_1"], dtype=float)],
+                                   np.r_[k, k]) for n, k in zip(grid, ok, strict=True)],
+                    "s--", label=f"{name} nearest train")
+    ax.axhline(SIMILARITY_THRESHOLD, color="k", lw=0.8, ls=":")
+    ax.set_xlabel("N")
+    ax.set_ylabel("median similarity")
+    ax.legend(fontsize=6)
+    for ax in axes[-1, 1:]:
+        ax.axis("off")
+    stars = ", ".join(f"{k}: N*={v['n_star']:.3g}" if v["n_star"] else f"{k}: N* not reached"
+                      for k, v in summary.items())
+    fig.suptitle(f"Two denoisers on disjoint sets: A-vs-B and sample-vs-nearest-training "
+                 f"similarity ({stars})", fontsize=10)
+    fig.tight_layout()
+    run.save_figure(fig, "similarity_histograms")
+    plt.close(fig)
+
+
+def _plot_rows(run: RunOutput, per_dataset, n_rows: int) -> None:
+    plt = pyplot()
+    lines = [(name, n, int(i)) for name, (grid, results) in per_dataset.items() for n in grid
+             for i in np.flatnonzero(results[n]["both_converged"])[:n_rows]]
+    fig, axes = plt.subplots(len(lines), 4, figsize=(5.2, 1.35 * len(lines)), squeeze=False)
+    titles = ["closest in S1", "sample A", "sample B", "closest in S2"]
+    for r, (name, n, i) in enumerate(lines):
+        res = per_dataset[name][1][n]
+        panels = [res["closest_0"][i], res["samples"][0][i], res["samples"][1][i],
+                  res["closest_1"][i]]
+        for c, img in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(np.asarray(img)[0], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c], fontsize=8)
+        axes[r, 0].set_ylabel(f"{name}\nN={n}", fontsize=7)
+        axes[r, 1].set_xlabel(f"A~S1 {res['train_sim_0'][i]:.2f}", fontsize=6)
+        axes[r, 2].set_xlabel(f"A~B {res['ab'][i]:.2f}", fontsize=6)
+        axes[r, 3].set_xlabel(f"B~S2 {res['train_sim_1'][i]:.2f}", fontsize=6)
+    fig.tight_layout()
+    run.save_figure(fig, "sample_rows")
+    plt.close(fig)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("generalization")
+    def generalization_cmd(
+        out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+        datasets: Annotated[str, typer.Option(help=f"Comma-separated, from {DATASETS}.")
+                            ] = "digits,disks",
+        n_values: Annotated[str | None, typer.Option(
+            "--n-values", help="Comma-separated N (default 1,10,100,1000,max).")] = None,
+        steps: Annotated[int | None, typer.Option(
+            help="Adam steps per network (default 1500 digits, 1000 synthetic).")] = None,
+        width: Annotated[int | None, typer.Option(
+            help="Channels (default 32 digits, 16 synthetic).")] = None,
+        arch: Annotated[str, typer.Option(help="bfcnn or unet.")] = DEFAULT_CONFIG.arch,
+        samples: Annotated[int, typer.Option(help="Samples per network and N.")] = 64,
+        size: Annotated[int, typer.Option(help="Side of synthetic images.")] = 16,
+        cache_dir: Annotated[Path | None, typer.Option(
+            "--cache-dir", help="Checkpoint cache (default results/checkpoints).")] = None,
+        data_dir: Annotated[str | None, typer.Option(
+            "--data-dir", help="Folder with MNIST IDX / CIFAR-10 batches.")] = None,
+        seed: Annotated[int, typer.Option(help="Network / sampler seed.")] = 0,
+        quick: Annotated[bool, typer.Option(help="Tiny run (tests).")] = False,
+    ) -> None:
+        """Two denoisers on disjoint training sets: when do they generate the same images?"""
+        names = [s.strip() for s in datasets.split(",") if s.strip()]
+        for name in names:
+            if name not in DATASETS:
+                raise bad_option("--datasets", f"each must be one of {DATASETS}, got {name!r}")
+        if samples < 1:
+            raise bad_option("--samples", f"must be >= 1, got {samples}")
+        grid = parse_ints("--n-values", n_values) if n_values else None
+        config = None
+        if steps is not None or width is not None or arch != DEFAULT_CONFIG.arch:
+            config = checked("--steps/--width/--arch", dataclasses.replace, DEFAULT_CONFIG,
+                             arch=arch, width=width or DEFAULT_CONFIG.width,
+                             steps=steps or DEFAULT_CONFIG.steps)
+        pool = SYNTHETIC_POOL
+        if quick:
+            config, samples, size, pool = QUICK_CONFIG, 4, 8, 40
+            grid = grid or [1, 10]
+        checked("--n-values", run_generalization, out or default_out(COMMAND), datasets=names,
+                n_values=grid, config=config, n_samples=samples, size=size, cache_dir=cache_dir,
+                data_dir=data_dir, seed=seed, pool=pool)

@@ -1,0 +1,289 @@
+"""``geomem image-dimensions``: spectral-gap dimension of trained image denoisers vs N (the
+losing-dimensions Figure 6 analogue; THEORY sections 6 and 8).
+
+The blind denoisers of ``geomem generalization`` (network A, trained on S1 of size N; same
+checkpoint cache) give a score by Tweedie, ``s(y) = (D(y) - y) / sigma^2``, with Jacobian
+``(J_D(y) - I) / sigma^2``. At noisy images ``y = x0 + sigma z`` (x0 not in S1) the exact
+Jacobian (torch.func, float64; cheap for 8x8 digits, d = 64, and 16x16 disks, d = 256) is
+decomposed; the singular values of the score Jacobian are small along the directions the
+network keeps (tangent) and ~1/sigma^2 along those it removes. Two read-outs of the dimension:
+
+- ``gap``: ``geomem.numerics.dimension.estimate_dimension`` on the score-Jacobian singular
+  values (the spectral-gap / cliff rule);
+- ``shrinkage``: the number of eigenvalues of the symmetrised ``J_D`` above 1/2 (directions
+  kept more than removed), a transparent cross-check.
+
+Beside them: scikit-dimension (skdim) estimates (lPCA, TwoNN, MLE) on the same N training
+images. Disks are a 5-dimensional manifold, so the recovered dimension should approach 5 as N
+grows (memorization: 0 kept directions at small N).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import typer
+
+from geomem.numerics.denoisers import TrainConfig, denoiser_jacobian
+
+from ._common import bad_option, checked, default_out, parse_floats, parse_ints, pyplot
+from .generalization import (
+    DATA_SEED,
+    DEFAULT_CONFIG,
+    QUICK_CONFIG,
+    SYNTHETIC_POOL,
+    config_for,
+    dataset_pool,
+    default_n_values,
+    trained_pair,
+)
+from .progress import progress
+from .records import RunOutput
+
+__all__ = ["SKDIM_ESTIMATORS", "cliff_dimension", "register", "run_image_dimensions",
+           "skdim_estimates", "spectral_dimensions"]
+
+COMMAND = "image-dimensions"
+RESULT_FORMAT = 1
+IMAGE_DATASETS = ("digits", "disks")
+#: an eigenvalue of the symmetrised denoiser Jacobian above this counts as a kept direction
+SHRINKAGE_THRESHOLD = 0.5
+#: skdim needs this many points for its neighbourhood estimators (k-NN with k ~ 20)
+SKDIM_MIN_POINTS = 25
+SKDIM_ESTIMATORS = ("lPCA", "TwoNN", "MLE")
+TRUE_DIMENSION = {"disks": 5}
+
+
+#: THEORY 6 read-off: singular values dropped from the top before looking for the cliff
+CLIFF_DROP = 5
+#: THEORY 6 read-off: the cliff is where the second difference exceeds this x its median
+CLIFF_FACTOR = 10.0
+
+
+def cliff_dimension(singular_values: np.ndarray) -> float:
+    """THEORY 6 image read-off on one descending spectrum (d,): normalise by the max, drop the
+    first 5, second difference ``|f(i+1) - 2 f(i) + f(i-1)|``, the cliff is the first i where
+    it exceeds 10 x its median; dimension = d - (i + 1 + 5). NaN when there is no cliff.
+
+    Used when ``geomem.numerics.dimension`` is not available (its ``estimate_dimension`` is
+    preferred; the record names the estimator used)."""
+    sv = np.sort(np.asarray(singular_values, dtype=float))[::-1]
+    d = sv.size
+    f = sv[CLIFF_DROP:] / sv[0]
+    if f.size < 3:
+        raise ValueError(f"singular_values needs more than {CLIFF_DROP + 2} entries, got {d}")
+    second = np.abs(f[2:] - 2 * f[1:-1] + f[:-2])              # centred at i = 1..len-2
+    hits = np.flatnonzero(second > CLIFF_FACTOR * np.median(second))
+    if hits.size == 0:
+        return float("nan")
+    return float(d - (hits[0] + 1 + 1 + CLIFF_DROP))
+
+
+def _gap_estimator():
+    """(name, function) of the spectral-gap estimator: H5's ``estimate_dimension`` when the
+    module exists, else ``cliff_dimension``."""
+    try:
+        from geomem.numerics.dimension import estimate_dimension
+    except ImportError:
+        return "image_dimensions.cliff_dimension (THEORY 6)", cliff_dimension
+    return "geomem.numerics.dimension.estimate_dimension", estimate_dimension
+
+
+def spectral_dimensions(denoiser: torch.nn.Module, clean: np.ndarray, sigma: float,
+                        seed: int = 0) -> dict[str, Any]:
+    """Dimensions at noisy images ``clean + sigma z`` (clean: (P, C, H, W)); returns per point
+    the gap dimension, the shrinkage count, tr J_D and the score-Jacobian singular values."""
+    _, estimate = _gap_estimator()
+    gen = torch.Generator().manual_seed(seed)
+    clean_t = torch.as_tensor(clean, dtype=torch.float64)
+    noisy = clean_t + sigma * torch.randn(clean_t.shape, generator=gen, dtype=torch.float64)
+    jac = denoiser_jacobian(denoiser, noisy).numpy()                     # (P, d, d)
+    d = jac.shape[-1]
+    score_jac = (jac - np.eye(d)) / sigma ** 2
+    sv = np.linalg.svd(score_jac, compute_uv=False)                      # descending
+    shrink = np.linalg.eigvalsh(0.5 * (jac + jac.transpose(0, 2, 1)))
+    return {"gap": [float(estimate(s)) for s in sv],
+            "shrinkage": (shrink > SHRINKAGE_THRESHOLD).sum(1).tolist(),
+            "trace": np.trace(jac, axis1=1, axis2=2).tolist(),
+            "singular_values": (sv * sigma ** 2).tolist()}
+
+
+def skdim_estimates(images: np.ndarray) -> dict[str, float]:
+    """skdim intrinsic-dimension estimates of the flattened images (NaN below
+    ``SKDIM_MIN_POINTS`` points or when an estimator fails on degenerate data)."""
+    import skdim
+
+    flat = images.reshape(len(images), -1)
+    out = {}
+    for name in SKDIM_ESTIMATORS:
+        value = float("nan")
+        if len(flat) >= SKDIM_MIN_POINTS:
+            try:
+                value = float(getattr(skdim.id, name)().fit(flat).dimension_)
+            except (ValueError, np.linalg.LinAlgError):
+                value = float("nan")
+        out[name] = value
+    return out
+
+
+def run_image_dimensions(out: Path, *, datasets: Sequence[str] = IMAGE_DATASETS,
+                         n_values: Sequence[int] | None = None,
+                         sigmas: Sequence[float] = (0.05, 0.1, 0.2), n_points: int = 8,
+                         config: TrainConfig | None = None, size: int = 16,
+                         cache_dir: Path | None = None, seed: int = 0,
+                         pool: int = SYNTHETIC_POOL) -> dict[str, Any]:
+    """Compute (cached per data set, N, sigma), tabulate, draw and record."""
+    run = RunOutput(out, COMMAND)
+    cache_dir = Path(cache_dir) if cache_dir is not None else Path("results") / "checkpoints"
+    rows, sk_rows, spectra, summary = [], [], {}, {}
+    for name in datasets:
+        images = dataset_pool(name, size=size, pool=pool)
+        pool_info = {"data_seed": DATA_SEED, "size": size, "pool": len(images)}
+        grid = sorted(n_values) if n_values is not None else default_n_values(len(images))
+        # evaluation points: the end of the pool, never in S1 = pool[:N] when N <= pool - P
+        clean = images[-n_points:]
+        if grid[-1] > len(images) - n_points or grid[-1] > len(images) // 2:
+            raise ValueError(f"n_values: largest N for {name} is "
+                             f"{min(len(images) - n_points, len(images) // 2)}, got {grid[-1]}")
+        for n in progress(grid, f"image-dimensions {name}"):
+            per_sigma, sk = _measure(run, cache_dir, name, images, pool_info, n, sigmas, clean,
+                                     config_for(name, config), seed)
+            for sigma, res in zip(sigmas, per_sigma, strict=True):
+                spectra[(name, n, sigma)] = np.asarray(res["singular_values"])
+                for p in range(n_points):
+                    rows.append({"dataset": name, "N": n, "sigma": sigma, "point": p,
+                                 "gap_dimension": float(res["gap"][p]),  # 'nan' from JSON
+                                 "shrinkage_dimension": res["shrinkage"][p],
+                                 "trace_jacobian": res["trace"][p]})
+            sk_rows.append({"dataset": name, "N": n, **{k: float(v) for k, v in sk.items()}})
+        summary[name] = {
+            f"sigma={s:g}": {str(n): {"gap_median": float(np.nanmedian(
+                [r["gap_dimension"] for r in rows if r["dataset"] == name and r["N"] == n
+                 and r["sigma"] == s])), "shrinkage_median": float(np.median(
+                [r["shrinkage_dimension"] for r in rows if r["dataset"] == name and r["N"] == n
+                 and r["sigma"] == s]))} for n in grid} for s in sigmas}
+        summary[name]["skdim"] = {str(r["N"]): {k: r[k] for k in SKDIM_ESTIMATORS}
+                                  for r in sk_rows if r["dataset"] == name}
+    run.write_csv("dimensions", rows)
+    run.write_csv("skdim", sk_rows)
+    _plot(run, rows, sk_rows, spectra, datasets, sigmas)
+    run.write_record(
+        {"datasets": list(datasets), "n_values": n_values, "sigmas": list(sigmas),
+         "n_points": n_points,
+         "train": {name: config_for(name, config).to_dict() for name in datasets},
+         "size": size, "pool": pool,
+         "cache_dir": str(cache_dir), "shrinkage_threshold": SHRINKAGE_THRESHOLD,
+         "jacobian": "exact (torch.func.jacrev, float64) at y = x0 + sigma z",
+         "gap_estimator": _gap_estimator()[0],
+         "scale_down": "CPU: small BF-CNN denoisers from `geomem generalization` (network A); "
+                       "N up to the pool size / 2 instead of 1e5"},
+        seeds={"noise": seed, "train_init": seed, "data": DATA_SEED},
+        extra={"summary": summary, "true_dimension": TRUE_DIMENSION})
+    return summary
+
+
+def _measure(run: RunOutput, cache_dir: Path, name: str, images: np.ndarray,
+             pool_info: dict[str, Any], n: int, sigmas: Sequence[float], clean: np.ndarray,
+             config: TrainConfig, seed: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Cached spectral dimensions at every sigma (network A trained on S1 of size n, loaded
+    only when some sigma is not cached yet) and skdim estimates of S1."""
+    models: list = []
+    results = []
+    for sigma in sigmas:
+        key = {"format": RESULT_FORMAT, "dataset": name, "n": n, "sigma": sigma,
+               "n_points": len(clean), "config": config.to_dict(), "seed": seed, **pool_info}
+
+        def compute(sigma=sigma):
+            if not models:
+                models.extend(trained_pair(cache_dir, name, images, n, config, seed,
+                                           pool_info)[0])
+            return spectral_dimensions(models[0], clean, sigma, seed)
+
+        results.append(run.cached(key, compute))
+    sk = run.cached({"format": RESULT_FORMAT, "skdim": name, "n": n, **pool_info},
+                    lambda: skdim_estimates(images[:n]))
+    return results, sk
+
+
+def _plot(run: RunOutput, rows, sk_rows, spectra, datasets, sigmas) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 7.5), squeeze=False)
+    for c, name in enumerate(datasets):
+        ax = axes[0, c]
+        grid = sorted({r["N"] for r in rows if r["dataset"] == name})
+        for i, s in enumerate(sigmas):
+            for kind, style in (("gap_dimension", "o-"), ("shrinkage_dimension", "s--")):
+                med = [np.nanmedian([r[kind] for r in rows if r["dataset"] == name and r["N"] == n
+                                  and r["sigma"] == s]) for n in grid]
+                ax.semilogx(grid, med, style, color=f"C{i}",
+                            label=f"{kind.split('_')[0]}, sigma={s:g}")
+        for j, est in enumerate(SKDIM_ESTIMATORS):
+            vals = [r[est] for r in sk_rows if r["dataset"] == name]
+            ax.semilogx([r["N"] for r in sk_rows if r["dataset"] == name], vals, "x:",
+                        color=f"C{len(sigmas) + j}", label=f"skdim {est} (training images)")
+        if name in TRUE_DIMENSION:
+            ax.axhline(TRUE_DIMENSION[name], color="k", lw=0.8, ls=":", label="true dimension")
+        ax.set_xlabel("N (training images)")
+        ax.set_ylabel("dimension (median over points)")
+        ax.set_title(name)
+        ax.legend(fontsize=6)
+        ax = axes[1, c]
+        s = sigmas[len(sigmas) // 2]
+        for i, n in enumerate(grid):
+            sv = np.median(spectra[(name, n, s)], axis=0)
+            ax.semilogy(np.arange(1, sv.size + 1), np.maximum(sv, 1e-6), color=plt.cm.viridis(
+                i / max(len(grid) - 1, 1)), label=f"N={n}")
+        ax.set_xlabel("index (descending)")
+        ax.set_ylabel("sigma^2 x singular value of score Jacobian")
+        ax.set_title(f"{name}: score-Jacobian spectrum, sigma={s:g}\n(1 = removed direction, "
+                     "0 = kept)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("Spectral-gap dimension of trained blind denoisers vs N (o: gap estimator, "
+                 "s: shrinkage > 1/2 count, x: skdim on training images)", fontsize=10)
+    fig.tight_layout()
+    run.save_figure(fig, "image_dimensions")
+    plt.close(fig)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("image-dimensions")
+    def image_dimensions_cmd(
+        out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+        datasets: Annotated[str, typer.Option(help=f"Comma-separated, from {IMAGE_DATASETS}.")
+                            ] = "digits,disks",
+        n_values: Annotated[str | None, typer.Option(
+            "--n-values", help="Comma-separated N (default 1,10,100,1000,max).")] = None,
+        sigmas: Annotated[str, typer.Option(help="Noise levels (images in [0,1]).")
+                          ] = "0.05,0.1,0.2",
+        points: Annotated[int, typer.Option(help="Noisy evaluation images per N, sigma.")] = 8,
+        steps: Annotated[int | None, typer.Option(
+            help="Adam steps per network (default: as `generalization`).")] = None,
+        cache_dir: Annotated[Path | None, typer.Option(
+            "--cache-dir", help="Checkpoint cache shared with `generalization`.")] = None,
+        seed: Annotated[int, typer.Option(help="Network / noise seed.")] = 0,
+        quick: Annotated[bool, typer.Option(help="Tiny run (tests).")] = False,
+    ) -> None:
+        """Spectral-gap dimension of trained denoisers vs N on digits and disks (true dim 5)."""
+        names = [s.strip() for s in datasets.split(",") if s.strip()]
+        for name in names:
+            if name not in IMAGE_DATASETS:
+                raise bad_option("--datasets", f"each must be one of {IMAGE_DATASETS}, "
+                                               f"got {name!r}")
+        if points < 1:
+            raise bad_option("--points", f"must be >= 1, got {points}")
+        sig = parse_floats("--sigmas", sigmas)
+        grid = parse_ints("--n-values", n_values) if n_values else None
+        config = (checked("--steps", dataclasses.replace, DEFAULT_CONFIG, steps=steps)
+                  if steps is not None else None)
+        size, pool = 16, SYNTHETIC_POOL
+        if quick:
+            config, size, pool, points = QUICK_CONFIG, 8, 40, 2
+            grid, sig = grid or [1, 10], sig[:2]
+        checked("--n-values", run_image_dimensions, out or default_out(COMMAND), datasets=names,
+                n_values=grid, sigmas=sig, n_points=points, config=config, size=size,
+                cache_dir=cache_dir, seed=seed, pool=pool)

@@ -1,6 +1,15 @@
-"""geomem.theory: closed-form and numerical theory of memorization in diffusion (no torch)."""
+"""geomem.theory: closed-form and numerical theory of memorization in diffusion (no torch).
 
+Modules: ``schedules`` (VE, VP, DDPM), ``manifold`` (LinearManifold), ``population``
+(N = infinity spectra), ``published`` (the losing-dimensions closed form, THEORY §5a),
+``rem`` (large-deviation REM, §5b), ``predictions`` (singular values per method), ``phase``
+(phase diagrams), ``finite_n`` (exact finite-N, finite-d expectations), ``symbolic`` (sympy
+derivations).
+"""
+
+from .finite_n import FiniteNExpectations, finite_n_expectations
 from .manifold import LinearManifold
+from .phase import PHASE_METHODS, PhaseDiagram, phase_diagram
 from .population import (
     bulk_gap_value,
     effective_direction_variances,
@@ -9,24 +18,49 @@ from .population import (
     marchenko_pastur_edges,
     population_singular_values,
 )
+from .predictions import METHODS, predicted_singular_values, rem_singular_values
 from .published import direction_condensation_times, paper_figure_curve, paper_singular_values
+from .rem import (
+    annealed_freezing_parameter,
+    annealed_tilted_kl,
+    collapse_log_snr,
+    collapse_time,
+    condensation_threshold,
+    freezing_parameter,
+    tilted_kl,
+)
 from .schedules import DDPM, VE, VP, GeometricVE, Schedule, get_schedule
 
 __all__ = [
     "DDPM",
+    "METHODS",
+    "PHASE_METHODS",
     "VE",
     "VP",
+    "FiniteNExpectations",
     "GeometricVE",
     "LinearManifold",
+    "PhaseDiagram",
     "Schedule",
-    "get_schedule",
+    "annealed_freezing_parameter",
+    "annealed_tilted_kl",
     "bulk_gap_value",
+    "collapse_log_snr",
+    "collapse_time",
+    "condensation_threshold",
     "direction_condensation_times",
     "effective_direction_variances",
+    "finite_n_expectations",
+    "freezing_parameter",
+    "get_schedule",
     "largest_gap_time",
     "marchenko_pastur_density",
     "marchenko_pastur_edges",
     "paper_figure_curve",
     "paper_singular_values",
+    "phase_diagram",
     "population_singular_values",
+    "predicted_singular_values",
+    "rem_singular_values",
+    "tilted_kl",
 ]

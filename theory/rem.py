@@ -39,9 +39,10 @@ from typing import Any
 
 import mpmath
 import numpy as np
-from scipy import linalg, special
+from scipy import special
 
 from ._checks import check_finite_array, check_int
+from ._quadrature import chi2_product_rule
 from .manifold import LinearManifold
 from .population import effective_direction_variances
 from .schedules import Schedule, get_schedule
@@ -402,42 +403,6 @@ def annealed_freezing_parameter(model: LinearManifold, t: Any, n_train: Any,
     return _solve_lam(r, m, m * (1.0 + r), log_n)
 
 
-def _chi2_rule(dof: float, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss rule for a chi^2_dof variable: nodes (n,), weights (n,) summing to 1.
-
-    chi^2 = 2 w with w ~ Gamma(dof/2): generalized Gauss-Laguerre (alpha = dof/2 - 1) built by
-    Golub-Welsch from its Jacobi matrix, so no Gamma(alpha + 1) normalisation can overflow
-    (scipy.special.roots_genlaguerre returns NaN weights for dof ~ 1e3 and above).
-    """
-    alpha = dof / 2.0 - 1.0
-    i = np.arange(n_nodes, dtype=np.float64)
-    diagonal = 2.0 * i + alpha + 1.0
-    off = np.sqrt(i[1:] * (i[1:] + alpha))
-    nodes, vectors = linalg.eigh_tridiagonal(diagonal, off)
-    weights = vectors[0] ** 2
-    return 2.0 * nodes, weights / weights.sum()
-
-
-def _quadrature(m: np.ndarray, active: np.ndarray, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tensor-product nodes (Q, G) for chi^2_{m_g} variables and their weights (Q,).
-
-    Inactive (negligible) groups get the 1-node rule, i.e. their mean m_g.
-    """
-    nodes, weights = [], []
-    for m_g, on in zip(m, active, strict=True):
-        if on:
-            g_nodes, g_weights = _chi2_rule(m_g, n_nodes)
-            nodes.append(g_nodes)
-            weights.append(g_weights)
-        else:
-            nodes.append(np.array([m_g]))
-            weights.append(np.array([1.0]))
-    grid = np.stack(np.meshgrid(*nodes, indexing="ij"), axis=-1).reshape(-1, len(m))
-    wgrid = np.prod(np.stack(np.meshgrid(*weights, indexing="ij"), axis=-1).reshape(-1, len(m)),
-                    axis=-1)
-    return grid, wgrid
-
-
 def freezing_parameter(model: LinearManifold, t: Any, n_train: Any, schedule: Schedule | str,
                        x: Any = None, *, n_nodes: int | None = None) -> np.ndarray:
     """Freezing parameter lam* in (0, 1]: ``KL(q_lam*||p) = ln N`` at test point x.
@@ -485,7 +450,7 @@ def freezing_parameter(model: LinearManifold, t: Any, n_train: Any, schedule: Sc
                 "tensor-product average over test points supports at most "
                 f"{int(math.log(MAX_QUADRATURE_POINTS) / math.log(_MIN_NODES))}; use "
                 "annealed_freezing_parameter(...) or pass explicit test points x")
-    chi2, weights = _quadrature(m, active, nodes)  # (Q, G), (Q,)
+    chi2, weights = chi2_product_rule(m, nodes, active)  # (Q, G), (Q,)
     out = np.empty(r.shape[0])
     chunk = max(1, _CHUNK_ELEMENTS // chi2.shape[0])
     for start in range(0, r.shape[0], chunk):

@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "report",
     "phase_diagram",
     "trained_spectra",
+    "finite_n",
     # COMMANDS-END
 ]
 

@@ -615,57 +615,74 @@ def _refine(side, b, m, lam, s, n, n_tangent, spec, v, r, terms, r_dead, weight,
     return total
 
 
-def _lower_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, width):
-    """Side-H contour for one point (lam (1, G)) from the series hand-over upwards.
+def _grow(side, b, m, lam, s, n, n_tangent, spec, v_start, weight, reference, stop):
+    """Extend a contour grid block by block from ``v_start`` (one point lam (1, G)).
 
-    The grid runs until ``phi^{N-1}`` dies, r passes ``mean + reach w`` or the nodes become
-    negligible, then is refined (:func:`_refine`). Returns the (1 + 2K,) sums and whether the
-    upper contour is needed: when ``phi^{N-1}`` dies below the mean energy the lower contour
-    (accurate up to the mean and beyond) covers everything; otherwise it is blended with the
-    upper contour there.
+    Stops where ``phi^{N-1}`` dies (nothing beyond contributes), or where
+    ``stop(last r, small)`` says so, ``small`` meaning that the last nodes' weighted terms are
+    below _TAIL_RTOL of the running sum (plus ``reference``). Returns v (J,), r (J,), terms
+    (J, F) (unweighted) and the r of death (inf if alive throughout).
     """
-    spec = _grid_spec("H", _ELL_STEP_H, r_split, contour_lo, width)
-    v_start, ell_lo = _grid_start("H", b, m, lam, spec, r=contour_lo)
-    if ell_lo < -math.log(n) - _ELL_BELOW:  # start where N P(E < r) ~ e^{-42} instead
-        v_start, _ = _grid_start("H", b, m, lam, spec, ell=-math.log(n) - _ELL_BELOW)
     v_blocks, r_blocks, t_blocks = [], [], []
     sums = np.zeros(1 + 2 * n_tangent)
-    start, r_dead = 0, math.inf
+    start = 0
     while True:
         v = v_start + np.arange(start, start + _ELL_BLOCK, dtype=float)
-        r, log_phi, terms = _contour_nodes("H", b, m, lam, s, n, n_tangent, spec, v)
+        r, log_phi, terms = _contour_nodes(side, b, m, lam, s, n, n_tangent, spec, v)
         _check_range(r, start)
         alive = _alive(n, log_phi[None, :])[0]
         v_blocks.append(v)
         r_blocks.append(r)
         t_blocks.append(terms)
-        sums += ((1.0 - _series_window(r, r_split)) * alive) @ terms
+        weighted = terms * (weight(r) * alive)[:, None]
+        sums += weighted.sum(axis=0)
         start += _ELL_BLOCK
+        joined = [np.concatenate(x) for x in (v_blocks, r_blocks, t_blocks)]
         if not alive[-1]:
-            r_dead = float(r[np.argmin(alive)])
-            break
-        small = np.all(np.abs(terms[-8:]).max(axis=0) * 8 <= _TAIL_RTOL * np.abs(sums)
-                       + 1e-300)
-        if small or r[-1] > mean_e + _WINDOW_REACH * width:
-            break
+            return (*joined, float(r[np.argmin(alive)]))
+        small = np.all(np.abs(weighted[-8:]).max(axis=0) * 8
+                       <= _TAIL_RTOL * (np.abs(sums) + np.abs(reference)) + 1e-300)
+        if stop(r[-1], small):
+            return (*joined, math.inf)
+
+
+def _lower_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, width):
+    """Side-H contour for one point (lam (1, G)) from the series hand-over upwards.
+
+    The grid runs (:func:`_grow`) until ``phi^{N-1}`` dies, the nodes become negligible or r
+    passes the mean energy + reach w; then it is refined
+    (:func:`_refine`). Returns the (1 + 2K,) sums and whether the upper contour is needed:
+    when ``phi^{N-1}`` dies below the mean energy the lower contour (accurate up to the mean
+    and beyond) covers everything; otherwise it is blended with the upper contour there.
+    """
+    spec = _grid_spec("H", _ELL_STEP_H, r_split, contour_lo, width)
+    v_start, ell_lo = _grid_start("H", b, m, lam, spec, r=contour_lo)
+    if ell_lo < -math.log(n) - _ELL_BELOW:  # start where N P(E < r) ~ e^{-42} instead
+        v_start, _ = _grid_start("H", b, m, lam, spec, ell=-math.log(n) - _ELL_BELOW)
+
+    def series_share(r_nodes):
+        return 1.0 - _series_window(r_nodes, r_split)
+
+    reach = mean_e + _WINDOW_REACH * width
+    v, r, terms, r_dead = _grow("H", b, m, lam, s, n, n_tangent, spec, v_start, series_share,
+                                0.0, lambda r_last, small: small or r_last > reach)
     need_upper = r_dead > mean_e
 
     def weight(r_nodes):
-        w = 1.0 - _series_window(r_nodes, r_split)
+        w = series_share(r_nodes)
         if need_upper:
             w = w * 0.5 * special.erfc((r_nodes - mean_e) / width)
         return w
 
-    total = _refine("H", b, m, lam, s, n, n_tangent, spec, np.concatenate(v_blocks),
-                    np.concatenate(r_blocks), np.concatenate(t_blocks), r_dead, weight, 0.0)
-    return total, need_upper
+    return _refine("H", b, m, lam, s, n, n_tangent, spec, v, r, terms, r_dead, weight,
+                   0.0), need_upper
 
 
 def _upper_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, width, reference):
     """Side-phi contour for one point from ``max(mean - reach w, hand-over)`` upwards, window
     ``erfc(-(r - mean)/w)/2``; ell (~ ln phi) descends in steps of at most min(_ELL_STEP_PHI,
-    _PHI_STEP_N / N) so that ``phi^{N-1} ~ e^{(N-1) ell}`` is resolved for every N; refined
-    by :func:`_refine`."""
+    _PHI_STEP_N / N) so that ``phi^{N-1} ~ e^{(N-1) ell}`` is resolved for every N; grown
+    past the mean until negligible (:func:`_grow`), then refined (:func:`_refine`)."""
     r_start = max(mean_e - _WINDOW_REACH * width, contour_lo)
     spec = _grid_spec("phi", min(_ELL_STEP_PHI, _PHI_STEP_N / n), r_split, contour_lo, width)
     v_start, _ = _grid_start("phi", b, m, lam, spec, r=r_start)
@@ -674,28 +691,9 @@ def _upper_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, widt
         return ((1.0 - _series_window(r_nodes, r_split))
                 * 0.5 * special.erfc(-(r_nodes - mean_e) / width))
 
-    v_blocks, r_blocks, t_blocks = [], [], []
-    sums = np.zeros(1 + 2 * n_tangent)
-    start, r_dead = 0, math.inf
-    while True:
-        v = v_start + np.arange(start, start + _ELL_BLOCK, dtype=float)
-        r, log_phi, terms = _contour_nodes("phi", b, m, lam, s, n, n_tangent, spec, v)
-        _check_range(r, start)
-        alive = _alive(n, log_phi[None, :])[0]
-        v_blocks.append(v)
-        r_blocks.append(r)
-        t_blocks.append(terms)
-        sums += (weight(r) * alive) @ terms
-        start += _ELL_BLOCK
-        if not alive[-1]:
-            r_dead = float(r[np.argmin(alive)])
-            break
-        small = np.all(np.abs(terms[-8:] * weight(r[-8:])[:, None]).max(axis=0) * 8
-                       <= _TAIL_RTOL * (np.abs(sums) + np.abs(reference)) + 1e-300)
-        if r[-1] > mean_e and small:
-            break
-    return _refine("phi", b, m, lam, s, n, n_tangent, spec, np.concatenate(v_blocks),
-                   np.concatenate(r_blocks), np.concatenate(t_blocks), r_dead, weight,
+    v, r, terms, r_dead = _grow("phi", b, m, lam, s, n, n_tangent, spec, v_start, weight,
+                                reference, lambda r_last, small: small and r_last > mean_e)
+    return _refine("phi", b, m, lam, s, n, n_tangent, spec, v, r, terms, r_dead, weight,
                    reference)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "checked",
     "default_out",
     "mean_ci",
+    "parse_choices",
     "parse_floats",
     "parse_ints",
     "pyplot",
@@ -75,6 +76,17 @@ def parse_floats(name: str, text: str, *, positive: bool = True) -> list[float]:
     if not all(np.isfinite(values)) or (positive and min(values) <= 0):
         raise bad_option(name, f"every value must be finite{' and > 0' if positive else ''}, "
                                f"got {text!r}")
+    return values
+
+
+def parse_choices(name: str, text: str, allowed: Sequence[str]) -> list[str]:
+    """A comma-separated list of names, each one of ``allowed``."""
+    values = [v.strip() for v in str(text).split(",") if v.strip()]
+    if not values:
+        raise bad_option(name, f"expected at least one of {tuple(allowed)}, got {text!r}")
+    for value in values:
+        if value not in allowed:
+            raise bad_option(name, f"each must be one of {tuple(allowed)}, got {value!r}")
     return values
 
 

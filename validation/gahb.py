@@ -27,7 +27,7 @@ import typer
 
 from geomem.numerics.denoisers import TrainConfig, denoiser_jacobian, train_or_load
 
-from ._common import bad_option, checked, default_out, pyplot
+from ._common import bad_option, checked, default_out, parse_choices, pyplot
 from .generalization import (
     DATA_SEED,
     DEFAULT_CONFIG,
@@ -234,11 +234,7 @@ def register(app: typer.Typer) -> None:
         quick: Annotated[bool, typer.Option(help="Tiny run (tests).")] = False,
     ) -> None:
         """Jacobian eigenbases, Stein's identity and C^alpha MSE rates of trained denoisers."""
-        names = [s.strip() for s in datasets.split(",") if s.strip()]
-        for name in names:
-            if name not in GAHB_DATASETS:
-                raise bad_option("--datasets", f"each must be one of {GAHB_DATASETS}, "
-                                               f"got {name!r}")
+        names = parse_choices("--datasets", datasets, GAHB_DATASETS)
         if n_train < 1:
             raise bad_option("--n-train", f"must be >= 1, got {n_train}")
         config = (checked("--steps", dataclasses.replace, DEFAULT_CONFIG, steps=steps)

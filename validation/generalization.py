@@ -28,7 +28,7 @@ from geomem.numerics.denoisers import BlindDenoiser, TrainConfig, train_or_load
 from geomem.numerics.images import DATASETS, load_dataset
 from geomem.numerics.sampler import cosine_similarity, sample
 
-from ._common import bad_option, checked, default_out, parse_ints, pyplot
+from ._common import bad_option, checked, default_out, parse_choices, parse_ints, pyplot
 from .progress import progress
 from .records import RunOutput
 
@@ -318,10 +318,7 @@ def register(app: typer.Typer) -> None:
         quick: Annotated[bool, typer.Option(help="Tiny run (tests).")] = False,
     ) -> None:
         """Two denoisers on disjoint training sets: when do they generate the same images?"""
-        names = [s.strip() for s in datasets.split(",") if s.strip()]
-        for name in names:
-            if name not in DATASETS:
-                raise bad_option("--datasets", f"each must be one of {DATASETS}, got {name!r}")
+        names = parse_choices("--datasets", datasets, DATASETS)
         if samples < 1:
             raise bad_option("--samples", f"must be >= 1, got {samples}")
         grid = parse_ints("--n-values", n_values) if n_values else None

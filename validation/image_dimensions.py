@@ -31,7 +31,15 @@ import typer
 
 from geomem.numerics.denoisers import TrainConfig, denoiser_jacobian
 
-from ._common import bad_option, checked, default_out, parse_floats, parse_ints, pyplot
+from ._common import (
+    bad_option,
+    checked,
+    default_out,
+    parse_choices,
+    parse_floats,
+    parse_ints,
+    pyplot,
+)
 from .generalization import (
     DATA_SEED,
     DEFAULT_CONFIG,
@@ -269,11 +277,7 @@ def register(app: typer.Typer) -> None:
         quick: Annotated[bool, typer.Option(help="Tiny run (tests).")] = False,
     ) -> None:
         """Spectral-gap dimension of trained denoisers vs N on digits and disks (true dim 5)."""
-        names = [s.strip() for s in datasets.split(",") if s.strip()]
-        for name in names:
-            if name not in IMAGE_DATASETS:
-                raise bad_option("--datasets", f"each must be one of {IMAGE_DATASETS}, "
-                                               f"got {name!r}")
+        names = parse_choices("--datasets", datasets, IMAGE_DATASETS)
         if points < 1:
             raise bad_option("--points", f"must be >= 1, got {points}")
         sig = parse_floats("--sigmas", sigmas)

@@ -27,8 +27,10 @@ N1_TOL = 1e-6
 REFERENCE_RTOL = 1e-7
 #: N = 2 with a one-dimensional subspace at small t: the far upper energy tail (density
 #: ~ eps^{-1/2} e^{-eps/2b}) carries weight and the line integrals' oscillation limits the tau
-#: rule; measured 1.0e-4 (VE t = 0.02) and 1.5e-5 (VP t = 0.01), so 3e-4 for those cases
-SMALL_N_TAIL_RTOL = 3e-4
+#: rule (finer step for N <= 4); measured 5e-6 (VE t = 0.02, VP t = 0.01), so 3e-5. The
+#: trace tr C_w = E[sum w y^2] - E[ybar^2] is a difference of two such numbers: it inherits
+#: their absolute error, so it is compared with abs = this * E[sum w y^2]
+SMALL_N_TAIL_RTOL = 3e-5
 #: the independent quadrature references must agree with themselves (n vs 2n nodes) to this,
 #: well below REFERENCE_RTOL (measured: ~3e-11)
 SELF_RTOL = 1e-9
@@ -81,7 +83,8 @@ def _n2_reference_d1(s, t, x, schedule, nodes=20):
         y1, y2 = (v + u) / r2, (v - u) / r2
         w1 = 0.5 * (1.0 - np.tanh(c * u))  # softmax weight of point 1: sigmoid(E2 - E1)
         w2 = 1.0 - w1
-        prod = 0.25 / np.cosh(c * u) ** 2
+        with np.errstate(over="ignore"):  # sech^2 underflows to 0 far from the step
+            prod = 0.25 / np.cosh(c * u) ** 2
         vals = np.stack([1.0 - 2.0 * prod, w1 * y1**2 + w2 * y2**2, (w1 * y1 + w2 * y2) ** 2,
                          prod * 2.0 * u * u])
         return (vals @ w) * math.exp(-v * v / (2 * s * s)) / math.sqrt(2 * math.pi * s * s)
@@ -189,7 +192,8 @@ def test_two_points_d1_against_direct_quadrature(schedule, t, x, rtol):
            "mean_sq_norm": float(res.mean_sq_norm[0]),
            "subspace_trace": float(res.subspace_trace[0])}
     for key, val in ref.items():
-        assert got[key] == pytest.approx(val, rel=rtol), key
+        slack = rtol * ref["weighted_sq_norm"] if key == "subspace_trace" else 0.0
+        assert got[key] == pytest.approx(val, rel=rtol, abs=slack), key
 
 
 @pytest.mark.parametrize("schedule,t,x", [(VP(), 0.3, np.array([0.4, -0.2])),

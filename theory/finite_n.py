@@ -127,6 +127,11 @@ _TAIL_RTOL = 1e-15
 #: N = 2 references: 0.015 -> up to 2e-3, 0.01 -> 1e-4, 0.0075 -> 4e-5 (worst case: d = 1,
 #: small t, far upper tail), ~1e-10 elsewhere
 _TAU_STEP = 0.01
+#: for N <= _SMALL_N_TAU the far upper tail carries weight (phi^{N-1} barely damps it): step
+#: _TAU_STEP_SMALL_N there, measured 5e-6 on the N = 2, d = 1, VE t = 0.02 reference (1.5x
+#: the cost of _TAU_STEP)
+_TAU_STEP_SMALL_N = 0.005
+_SMALL_N_TAU = 4
 #: |w| beyond which |Gamma(c + i w)| e^{...} < e^{-45}: the line integral is truncated there
 _OMEGA_MAX = 30.0
 #: iteration cap of the vectorised safeguarded Newton solves
@@ -326,17 +331,23 @@ def _solve_xi(side, b, m, lam, *, ell=None, r=None, v=None, steps=None):
 
 
 # ----------------------------------------------------------------------------- line integrals
-def _line_integrals(side, c, q_real, r, k2, b, m, lam, s, n_tangent):
+def _tau_step(n: float) -> float:
+    """Trapezoid step in tau for training-set size n (finer where the far tail matters)."""
+    return _TAU_STEP_SMALL_N if n <= _SMALL_N_TAU else _TAU_STEP
+
+
+def _line_integrals(side, c, q_real, r, k2, b, m, lam, s, n_tangent, tau_step=_TAU_STEP):
     """Single-point functions at (c, r) by the numba kernel (see :func:`_line_integrals_numpy`
     for the definition and shapes; each node gets its own tau grid there)."""
     f64 = np.ascontiguousarray
     out = line_integrals(-1.0 if side == "H" else 1.0, f64(c, float), f64(q_real, float),
                          f64(r, float), f64(k2, float), f64(b, float), f64(m, float),
-                         f64(lam, float), f64(s, float), int(n_tangent), _TAU_STEP, _OMEGA_MAX)
+                         f64(lam, float), f64(s, float), int(n_tangent), tau_step, _OMEGA_MAX)
     return out[0], dict(zip(("main", "AG2", "AGq", "AG2q", "AGl"), out[1:], strict=True))
 
 
-def _line_integrals_numpy(side, c, q_real, r, k2, b, m, lam, s, n_tangent):
+def _line_integrals_numpy(side, c, q_real, r, k2, b, m, lam, s, n_tangent,
+                          tau_step=_TAU_STEP):
     """Single-point functions at (c, r), shapes (P, J); b, m, s (G,), lam (P, G).
 
     Returns ``log_scale`` (P, J) and, in units of ``e^{log_scale}``: "main" (Q = A_H[1] on side
@@ -345,7 +356,7 @@ def _line_integrals_numpy(side, c, q_real, r, k2, b, m, lam, s, n_tangent):
     """
     sigma = 1.0 / np.sqrt(k2)
     tau_max = np.arcsinh(_OMEGA_MAX / sigma)
-    n_tau = int(math.ceil(float(np.max(tau_max)) / _TAU_STEP)) + 1
+    n_tau = int(math.ceil(float(np.max(tau_max)) / tau_step)) + 1
     frac = np.linspace(0.0, 1.0, n_tau)
     h = tau_max / (n_tau - 1)
     tau = tau_max[..., None] * frac  # (P, J, T)
@@ -483,7 +494,7 @@ def _contour_terms(side, b, m, lam, s, n, n_tangent, v, steps):
     xi = _solve_xi(side, b, m, lam3, v=v, steps=steps)
     c, q, _, r, k2 = _saddle(xi, side, b, m, lam3)
     dr = 1.0 / steps.density(c, r)
-    log_scale, fn = _line_integrals(side, c, q, r, k2, b, m, lam, s, n_tangent)
+    log_scale, fn = _line_integrals(side, c, q, r, k2, b, m, lam, s, n_tangent, _tau_step(n))
     scale = np.exp(log_scale)
     main = fn["main"] * scale
     phi = 1.0 - main if side == "H" else main
@@ -745,8 +756,14 @@ def _talbot(b, m, lam, s, n_train, n_tangent, dps=25, panel_nodes=10):
 
         transforms = [base] + [make("sq", k) for k in range(n_tangent)] + [
             make("lin", k) for k in range(n_tangent)]
-        dens = np.array([[float(mpmath.invertlaplace(fn, float(e), method="talbot"))
-                          for e in eps] for fn in transforms])  # (F, E)
+        dens = np.empty((len(transforms), eps.size))  # (F, E)
+        for i, fn in enumerate(transforms):
+            for j, e in enumerate(eps):
+                dens[i, j] = float(mpmath.invertlaplace(fn, float(e), method="talbot"))
+                if not math.isfinite(dens[i, j]):  # fail at once rather than return NaN
+                    raise RuntimeError(
+                        f"Talbot inversion failed (non-finite density at energy {e:.3g}, "
+                        f"mean energy {mean_e:.3g}); use method='bromwich' here")
     r = np.arange(-math.log(n) - 40.0, eps_max + 40.0, 0.05)
     v = eps[None, :] - r[:, None]
     ev = np.exp(-v)

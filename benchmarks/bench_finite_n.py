@@ -53,8 +53,8 @@ def main() -> None:
             point = a * model.sample(1, rng)[0] + np.sqrt(delta) * rng.standard_normal(d)
             for label, x in (("origin", "origin"), ("explicit", point), ("fresh", "fresh")):
                 seconds, res = best_time(
-                    lambda x=x, t=t: finite_n_expectations(model, t, args.n_train, schedule,
-                                                           x=x), args.repeats)
+                    lambda x=x, t=t, model=model: finite_n_expectations(
+                        model, t, args.n_train, schedule, x=x), args.repeats)
                 print(f"{d:5d} {regime:15s} {label:10s} {seconds:9.3f} "
                       f"{float(np.mean(res.sum_w2)):11.4g}", flush=True)
 

@@ -40,7 +40,11 @@ import numpy as np
 import psutil
 import torch
 
-from geomem.numerics.empirical import SUPPORT_MASS_TOL, jacobian_spectrum
+from geomem.numerics.empirical import (
+    GRAM_MAX_SUPPORT_FRACTION,
+    SUPPORT_MASS_TOL,
+    jacobian_spectrum,
+)
 
 CASES = {"1e3x30": (1_000, 30), "1e4x784": (10_000, 784), "1e5x784": (100_000, 784)}
 QUICK_CASES = {"5e2x30": (500, 30), "2e3x128": (2_000, 128)}
@@ -136,6 +140,8 @@ class Problem:
     support: int = 0            # max over queries of #points with weight > SUPPORT_MASS_TOL / N
     rank: int = 0
     n_eff: float = 0.0          # median participation ratio 1 / sum w^2
+    gram_share: float = 0.0     # share of queries with support < GRAM_MAX_SUPPORT_FRACTION d
+    gram_support: int = 0       # their largest support
 
 
 def make_problem(case: str, N: int, d: int, regime: str, B: int, seed: int) -> Problem:
@@ -157,7 +163,12 @@ def make_problem(case: str, N: int, d: int, regime: str, B: int, seed: int) -> P
     logits = -((X**2).sum(1)[:, None] - 2 * X @ Y.T + (Y**2).sum(1)[None]) / (2 * delta)
     logw = logits - logits.max(1, keepdims=True)
     logw -= np.log(np.exp(logw).sum(1, keepdims=True))
-    problem.support = int(np.max(np.sum(logw > np.log(SUPPORT_MASS_TOL / N), axis=1)))
+    supports = np.sum(logw > np.log(SUPPORT_MASS_TOL / N), axis=1)
+    problem.support = int(np.max(supports))
+    # the share of queries `auto` sends to the Gram path and their largest support
+    small = supports < GRAM_MAX_SUPPORT_FRACTION * d
+    problem.gram_share = float(np.mean(small))
+    problem.gram_support = int(np.max(supports[small])) if small.any() else 0
     problem.n_eff = float(np.median(1.0 / np.exp(2 * logw).sum(1)))
     s = np.linalg.svd(Y[: min(N, 4 * d)], compute_uv=False)
     problem.rank = int(np.sum(s > 1e-12 * s[0]))
@@ -254,6 +265,14 @@ def geomem_methods(p: Problem, device: str) -> list[Method]:
         "lowrank": lambda q: 2.0 * N * d * d + 2.0 * N * d * r
         + q * (2.0 * d * r + 2.0 * N * r + 2.0 * N * r * r + eig_flops(r)),
     }
+    # auto splits a batch by per-query support: the small-support share on the Gram path
+    # (with its own largest K), the rest dense
+    Kg = max(p.gram_support, 1)
+    floors["gram+dense"] = lambda q: q * (
+        p.gram_share * (2.0 * N * d + 2.0 * Kg * Kg * d + eig_flops(Kg))
+        + (1.0 - p.gram_share) * (2.0 * N * d + 2.0 * N * d * d + eig_flops(d)))
+    floors["gram+lowrank"] = lambda q: floors["lowrank"](q) + q * p.gram_share * (
+        2.0 * N * d + 2.0 * Kg * Kg * d + eig_flops(Kg))
     paths = ["auto", "dense"]
     if p.support < d:
         paths.append("gram")
@@ -534,7 +553,9 @@ def main(argv: list[str] | None = None) -> None:
                              "support_max": p.support, "rank": p.rank,
                              "median_participation_ratio": p.n_eff})
             print(f"\n{case} {regime}: N = {N}, d = {d}, Delta = {p.delta}, median N_eff = "
-                  f"{p.n_eff:.1f}, max support K = {p.support}, rank(Y) = {p.rank}", flush=True)
+                  f"{p.n_eff:.1f}, max support K = {p.support}, rank(Y) = {p.rank}, "
+                  f"{100 * p.gram_share:.0f}% of queries with K < d/2 (largest "
+                  f"{p.gram_support})", flush=True)
             naive = naive_methods(p)
             reference = naive[1].run(p.X[:1])[0]                # float64 closed form, query 0
             methods = autodiff_methods(p, args.device) + naive + geomem_methods(p, args.device)

@@ -102,7 +102,8 @@ class JacobianSpectrum:
         eigenvalues (B, d): eigenvalues of J, ascending (units 1/delta).
         participation_ratio, sum_w2, entropy, max_weight (B,): as in `WeightStatistics`.
         subspace_traces (B, K): ``tr(P_k C_w P_k)`` per subspace basis (None without subspaces).
-        path: the path used ("dense", "gram" or "lowrank").
+        path: the path used ("dense", "gram" or "lowrank"; under ``auto`` a batch whose
+            queries differ in weight support is split, e.g. "gram+dense").
     """
 
     eigenvalues: np.ndarray
@@ -424,24 +425,64 @@ def jacobian_spectrum(X: Any, Y: Any, *, a: float, delta: float, backend: str = 
         `JacobianSpectrum` (eigenvalues (B, d) ascending, weight statistics, path used).
     """
     X, Y, a, delta, bases = _validate(X, Y, a, delta, backend, subspaces, path)
-    B, d = X.shape
-    N = Y.shape[0]
-    used = path
-    if path in ("gram", "auto"):                       # cheapest test first: O(B N d)
-        support = _support_size(X, Y, a, delta)
-        if path == "auto" and support.max() < GRAM_MAX_SUPPORT_FRACTION * d:
-            used = "gram"
-    if used == "auto" and d >= LOWRANK_MIN_DIM and N > 1:   # one SVD of Y: O(N d^2)
+    d = X.shape[1]
+    if path == "gram":
+        return _spectrum_on(X, Y, a, delta, "gram", bases, backend, opts,
+                            int(_support_size(X, Y, a, delta).max()))
+    if path != "auto":
+        return _spectrum_on(X, Y, a, delta, path, bases, backend, opts)
+    # auto: route each query by its own weight support (cheapest test first: O(B N d)), so a
+    # few uncondensed queries do not force the whole batch onto the d x d path
+    support = _support_size(X, Y, a, delta)
+    small = support < GRAM_MAX_SUPPORT_FRACTION * d
+    parts = []
+    if small.any():
+        parts.append((small, _spectrum_on(X[small], Y, a, delta, "gram", bases, backend, opts,
+                                          int(support[small].max()))))
+    if not small.all():
+        other, row_space = _dense_or_lowrank(Y, d)
+        parts.append((~small, _spectrum_on(X[~small], Y, a, delta, other, bases, backend,
+                                           opts, row_space=row_space)))
+    if len(parts) == 1:
+        return parts[0][1]
+    return _merge(parts, X.shape[0])
+
+
+def _dense_or_lowrank(Y: np.ndarray, d: int) -> tuple[str, tuple | None]:
+    """The auto choice for uncondensed queries, lowrank when rank(Y) <= d/2, and the row
+    space (one SVD of Y, reused by the lowrank path)."""
+    if d >= LOWRANK_MIN_DIM and Y.shape[0] > 1:
         row_space = _row_space(Y)
         if row_space[0].shape[1] <= LOWRANK_MAX_RANK_FRACTION * d:
-            used = "lowrank"
-    if used == "auto":
-        used = "dense"
+            return "lowrank", row_space
+    return "dense", None
+
+
+def _merge(parts: list, B: int) -> JacobianSpectrum:
+    """Reassemble per-query results of several paths into one batch (B queries)."""
+    first = parts[0][1]
+    fields = ("eigenvalues", "participation_ratio", "sum_w2", "entropy", "max_weight")
+    out = {f: np.empty((B,) + getattr(first, f).shape[1:]) for f in fields}
+    traces = None if first.subspace_traces is None else np.empty(
+        (B, first.subspace_traces.shape[1]))
+    for mask, res in parts:
+        for f in fields:
+            out[f][mask] = getattr(res, f)
+        if traces is not None:
+            traces[mask] = res.subspace_traces
+    return JacobianSpectrum(subspace_traces=traces, path="+".join(r.path for _, r in parts),
+                            **out)
+
+
+def _spectrum_on(X, Y, a, delta, used, bases, backend, opts, k_max=None,
+                 row_space=None) -> JacobianSpectrum:
+    """`jacobian_spectrum` on one fixed path (validated inputs)."""
+    d = X.shape[1]
     traces = None
     if used == "gram":
-        lam, stats, traces = _gram(X, Y, a, delta, int(support.max()), bases, backend, opts)
+        lam, stats, traces = _gram(X, Y, a, delta, k_max, bases, backend, opts)
     elif used == "lowrank":
-        V, coords = row_space if path == "auto" else _row_space(Y)   # Y ~= coords @ V.T
+        V, coords = row_space or _row_space(Y)   # Y ~= coords @ V.T
         C_r, stats = _covariances(X @ V, coords, a, delta, backend, opts, on_device=True)
         lam, C_r = _eigvalsh(C_r)
         if bases:

@@ -280,3 +280,21 @@ def test_streaming_over_many_chunks_matches_single_chunk(monkeypatch):
             np.testing.assert_allclose(many.sum_w2, one.sum_w2, rtol=1e-10)
             np.testing.assert_allclose(many.weighted_sq_norm, one.weighted_sq_norm, rtol=1e-10)
         monkeypatch.undo()
+
+
+def test_auto_routes_each_query_by_its_own_support():
+    """A batch mixing condensed and uncondensed queries is split (gram + dense) and gives the
+    dense path's eigenvalues and statistics query by query."""
+    rng = np.random.default_rng(7)
+    cluster = 0.01 * rng.standard_normal((20, 12))  # queries at its centre weigh all 20
+    isolated = 10.0 + rng.standard_normal((20, 12))  # queries on them condense (support 1)
+    Y = np.concatenate([cluster, isolated])
+    X = np.concatenate([isolated[:3] + 1e-3 * rng.standard_normal((3, 12)),
+                        1e-3 * rng.standard_normal((3, 12)), isolated[3:5]])
+    delta = 0.05
+    auto = jacobian_spectrum(X, Y, a=1.0, delta=delta)
+    dense = jacobian_spectrum(X, Y, a=1.0, delta=delta, path="dense")
+    assert "+" in auto.path
+    np.testing.assert_allclose(auto.eigenvalues, dense.eigenvalues, rtol=0,
+                               atol=RTOL64 / delta)
+    np.testing.assert_allclose(auto.sum_w2, dense.sum_w2, rtol=RTOL64)

@@ -60,8 +60,9 @@ SUPPORT_MASS_TOL = 1e-16
 LOWRANK_RTOL = 1e-12
 #: ``auto`` takes the lowrank path only when rank <= this fraction of d (else no real saving).
 LOWRANK_MAX_RANK_FRACTION = 0.5
-#: ``auto`` takes the Gram path when the largest support K is below this fraction of d.
-GRAM_MAX_SUPPORT_FRACTION = 0.5
+#: ``auto`` sends a query to the Gram path when its support K is below this fraction of d:
+#: K x K work (K^2 d + K^3) is then below the dense path's N d^2 + d^3 since K <= N.
+GRAM_MAX_SUPPORT_FRACTION = 1.0
 #: Relative weights below exp(-745 + 45) ~ 1e-304 are flushed to 0 (denormals slow BLAS 10x).
 LOG_NEGLIGIBLE_WEIGHT = -700.0
 #: ``auto`` tries the lowrank path (one SVD of Y) only from this dimension up.
@@ -427,8 +428,8 @@ def jacobian_spectrum(X: Any, Y: Any, *, a: float, delta: float, backend: str = 
     X, Y, a, delta, bases = _validate(X, Y, a, delta, backend, subspaces, path)
     d = X.shape[1]
     if path == "gram":
-        return _spectrum_on(X, Y, a, delta, "gram", bases, backend, opts,
-                            int(_support_size(X, Y, a, delta).max()))
+        return _gram_by_support(X, Y, a, delta, _support_size(X, Y, a, delta), bases, backend,
+                                opts)
     if path != "auto":
         return _spectrum_on(X, Y, a, delta, path, bases, backend, opts)
     # auto: route each query by its own weight support (cheapest test first: O(B N d)), so a
@@ -437,8 +438,8 @@ def jacobian_spectrum(X: Any, Y: Any, *, a: float, delta: float, backend: str = 
     small = support < GRAM_MAX_SUPPORT_FRACTION * d
     parts = []
     if small.any():
-        parts.append((small, _spectrum_on(X[small], Y, a, delta, "gram", bases, backend, opts,
-                                          int(support[small].max()))))
+        parts.append((small, _gram_by_support(X[small], Y, a, delta, support[small], bases,
+                                              backend, opts)))
     if not small.all():
         other, row_space = _dense_or_lowrank(Y, d)
         parts.append((~small, _spectrum_on(X[~small], Y, a, delta, other, bases, backend,
@@ -446,6 +447,16 @@ def jacobian_spectrum(X: Any, Y: Any, *, a: float, delta: float, backend: str = 
     if len(parts) == 1:
         return parts[0][1]
     return _merge(parts, X.shape[0])
+
+
+def _gram_by_support(X, Y, a, delta, support, bases, backend, opts) -> JacobianSpectrum:
+    """Gram path with queries grouped by support size (powers of two): each group's K x K
+    matrices are padded only to that group's largest K, not the batch's."""
+    octave = np.ceil(np.log2(np.maximum(support, 1))).astype(int)
+    parts = [(octave == o, _spectrum_on(X[octave == o], Y, a, delta, "gram", bases, backend,
+                                        opts, int(support[octave == o].max())))
+             for o in np.unique(octave)]
+    return parts[0][1] if len(parts) == 1 else _merge(parts, X.shape[0])
 
 
 def _dense_or_lowrank(Y: np.ndarray, d: int) -> tuple[str, tuple | None]:
@@ -470,8 +481,8 @@ def _merge(parts: list, B: int) -> JacobianSpectrum:
             out[f][mask] = getattr(res, f)
         if traces is not None:
             traces[mask] = res.subspace_traces
-    return JacobianSpectrum(subspace_traces=traces, path="+".join(r.path for _, r in parts),
-                            **out)
+    names = dict.fromkeys(p for _, r in parts for p in r.path.split("+"))  # ordered, unique
+    return JacobianSpectrum(subspace_traces=traces, path="+".join(names), **out)
 
 
 def _spectrum_on(X, Y, a, delta, used, bases, backend, opts, k_max=None,

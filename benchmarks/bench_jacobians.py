@@ -344,8 +344,17 @@ def measure(method: Method, p: Problem, budget: float, device: str, reference: n
     B = p.X.shape[0]
     t_warm, sv, mem = timed(method, p.X[:1], device)           # warm-up (first call)
     mems = [mem]
-    if t_warm > 2 * budget:                                       # too slow to time again
-        q, t_B, extrapolated = 1, t_warm * B, True
+    if t_warm > 2 * budget and method.family != "geomem":        # too slow to time again
+        q, t_B, extrapolated = 1, t_warm * B, True                 # (per-query loops)
+    elif t_warm > 2 * budget:
+        # batched geomem calls carry a fixed per-call cost (one QR of Y: ~6 s at N = 1e5):
+        # time 4 and 16 queries, whose difference cancels the fixed cost
+        q_lo, q, extrapolated = min(4, B), min(16, B), True
+        t_lo, _, m_lo = timed(method, p.X[:q_lo], device)
+        t_q, sv, mq = timed(method, p.X[:q], device)
+        mems += [m_lo, mq]
+        slope = (t_q - t_lo) / (q - q_lo) if q > q_lo else t_q / q
+        t_B = t_q + slope * (B - q) if slope > 0 else t_q
     else:
         t_1, sv, m1 = timed(method, p.X[:1], device)
         mems.append(m1)
@@ -353,7 +362,10 @@ def measure(method: Method, p: Problem, budget: float, device: str, reference: n
             q, extrapolated = B, False
             t_B, _, mq = timed(method, p.X, device)
         else:
-            q, extrapolated = int(min(B - 1, max(2, budget // t_1))), True
+            # at least 8 queries when one fits the budget: with a large fixed per-call cost
+            # (one SVD of Y) a two-point fit of the per-query slope is dominated by noise
+            q_min = 8 if t_1 <= budget else 2
+            q, extrapolated = int(min(B - 1, max(q_min, budget // t_1))), True
             t_q, _, mq = timed(method, p.X[:q], device)
             slope = (t_q - t_1) / (q - 1)
             t_B = (t_1 - slope) + slope * B if slope > 0 else t_q * B / q

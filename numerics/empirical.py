@@ -463,6 +463,12 @@ def _dense_or_lowrank(Y: np.ndarray, d: int) -> tuple[str, tuple | None]:
     """The auto choice for uncondensed queries, lowrank when rank(Y) <= d/2, and the row
     space (one SVD of Y, reused by the lowrank path)."""
     if d >= LOWRANK_MIN_DIM and Y.shape[0] > 1:
+        # cheap sound rejection first: a row subset's singular values are <= Y's (interlacing)
+        # and ||Y||_F >= s_max(Y), so the subset's count above LOWRANK_RTOL ||Y||_F is a lower
+        # bound on rank(Y); O(d^3) instead of the O(N d^2) QR when the data are full rank
+        probe = np.linalg.svd(Y[:d + 16], compute_uv=False)
+        if np.sum(probe > LOWRANK_RTOL * np.linalg.norm(Y)) > LOWRANK_MAX_RANK_FRACTION * d:
+            return "dense", None
         row_space = _row_space(Y)
         if row_space[0].shape[1] <= LOWRANK_MAX_RANK_FRACTION * d:
             return "lowrank", row_space

@@ -30,6 +30,7 @@ import torch
 import typer
 
 from geomem.numerics.denoisers import TrainConfig, denoiser_jacobian
+from geomem.numerics.dimension import estimate_dimension
 
 from ._common import (
     bad_option,
@@ -53,7 +54,7 @@ from .generalization import (
 from .progress import progress
 from .records import RunOutput
 
-__all__ = ["SKDIM_ESTIMATORS", "cliff_dimension", "register", "run_image_dimensions",
+__all__ = ["SKDIM_ESTIMATORS", "register", "run_image_dimensions",
            "skdim_estimates", "spectral_dimensions"]
 
 COMMAND = "image-dimensions"
@@ -65,48 +66,14 @@ SHRINKAGE_THRESHOLD = 0.5
 SKDIM_MIN_POINTS = 25
 SKDIM_ESTIMATORS = ("lPCA", "TwoNN", "MLE")
 TRUE_DIMENSION = {"disks": 5}
-
-
-#: THEORY 6 read-off: singular values dropped from the top before looking for the cliff
-CLIFF_DROP = 5
-#: THEORY 6 read-off: the cliff is where the second difference exceeds this x its median
-CLIFF_FACTOR = 10.0
-
-
-def cliff_dimension(singular_values: np.ndarray) -> float:
-    """THEORY 6 image read-off on one descending spectrum (d,): normalise by the max, drop the
-    first 5, second difference ``|f(i+1) - 2 f(i) + f(i-1)|``, the cliff is the first i where
-    it exceeds 10 x its median; dimension = d - (i + 1 + 5). NaN when there is no cliff.
-
-    Used when ``geomem.numerics.dimension`` is not available (its ``estimate_dimension`` is
-    preferred; the record names the estimator used)."""
-    sv = np.sort(np.asarray(singular_values, dtype=float))[::-1]
-    d = sv.size
-    f = sv[CLIFF_DROP:] / sv[0]
-    if f.size < 3:
-        raise ValueError(f"singular_values needs more than {CLIFF_DROP + 2} entries, got {d}")
-    second = np.abs(f[2:] - 2 * f[1:-1] + f[:-2])              # centred at i = 1..len-2
-    hits = np.flatnonzero(second > CLIFF_FACTOR * np.median(second))
-    if hits.size == 0:
-        return float("nan")
-    return float(d - (hits[0] + 1 + 1 + CLIFF_DROP))
-
-
-def _gap_estimator():
-    """(name, function) of the spectral-gap estimator: H5's ``estimate_dimension`` when the
-    module exists, else ``cliff_dimension``."""
-    try:
-        from geomem.numerics.dimension import estimate_dimension
-    except ImportError:
-        return "image_dimensions.cliff_dimension (THEORY 6)", cliff_dimension
-    return "geomem.numerics.dimension.estimate_dimension", estimate_dimension
+#: spectral-gap read-off: the paper's cliff detector (THEORY 6), NaN where there is no cliff
+GAP_METHOD = "cliff"
 
 
 def spectral_dimensions(denoiser: torch.nn.Module, clean: np.ndarray, sigma: float,
                         seed: int = 0) -> dict[str, Any]:
     """Dimensions at noisy images ``clean + sigma z`` (clean: (P, C, H, W)); returns per point
     the gap dimension, the shrinkage count, tr J_D and the score-Jacobian singular values."""
-    _, estimate = _gap_estimator()
     gen = torch.Generator().manual_seed(seed)
     clean_t = torch.as_tensor(clean, dtype=torch.float64)
     noisy = clean_t + sigma * torch.randn(clean_t.shape, generator=gen, dtype=torch.float64)
@@ -115,7 +82,7 @@ def spectral_dimensions(denoiser: torch.nn.Module, clean: np.ndarray, sigma: flo
     score_jac = (jac - np.eye(d)) / sigma ** 2
     sv = np.linalg.svd(score_jac, compute_uv=False)                      # descending
     shrink = np.linalg.eigvalsh(0.5 * (jac + jac.transpose(0, 2, 1)))
-    return {"gap": [float(estimate(s)) for s in sv],
+    return {"gap": [float(estimate_dimension(s, method=GAP_METHOD)) for s in sv],
             "shrinkage": (shrink > SHRINKAGE_THRESHOLD).sum(1).tolist(),
             "trace": np.trace(jac, axis1=1, axis2=2).tolist(),
             "singular_values": (sv * sigma ** 2).tolist()}
@@ -187,7 +154,7 @@ def run_image_dimensions(out: Path, *, datasets: Sequence[str] = IMAGE_DATASETS,
          "size": size, "pool": pool,
          "cache_dir": str(cache_dir), "shrinkage_threshold": SHRINKAGE_THRESHOLD,
          "jacobian": "exact (torch.func.jacrev, float64) at y = x0 + sigma z",
-         "gap_estimator": _gap_estimator()[0],
+         "gap_estimator": f"geomem.numerics.dimension.estimate_dimension(method={GAP_METHOD!r})",
          "scale_down": "CPU: small BF-CNN denoisers from `geomem generalization` (network A); "
                        "N up to the pool size / 2 instead of 1e5"},
         seeds={"noise": seed, "train_init": seed, "data": DATA_SEED},

@@ -94,6 +94,14 @@ class WeightStatistics:
     weighted_sq_norm: np.ndarray | None = None
     mean_sq_norm: np.ndarray | None = None
 
+    @property
+    def subspace_trace(self) -> np.ndarray | None:
+        """(B, K) ``tr(P_k C_w P_k) = sum_mu w_mu |P_k y_mu|^2 - |P_k ybar|^2`` (None without
+        subspaces)."""
+        if self.weighted_sq_norm is None:
+            return None
+        return np.asarray(self.weighted_sq_norm) - np.asarray(self.mean_sq_norm)
+
 
 @dataclass(frozen=True)
 class JacobianSpectrum:

@@ -298,3 +298,16 @@ def test_auto_routes_each_query_by_its_own_support():
     np.testing.assert_allclose(auto.eigenvalues, dense.eigenvalues, rtol=0,
                                atol=RTOL64 / delta)
     np.testing.assert_allclose(auto.sum_w2, dense.sum_w2, rtol=RTOL64)
+
+
+def test_weight_statistics_subspace_trace_matches_the_covariance_route():
+    """tr(P_k C_w P_k) from the weight moments equals the trace of the covariance the
+    Jacobian path builds; None without subspaces."""
+    rng = np.random.default_rng(11)
+    Y = rng.standard_normal((30, 6))
+    X = rng.standard_normal((5, 6))
+    bases = [np.eye(6)[:, :2], np.eye(6)[:, 2:5]]
+    ws = weight_statistics(X, Y, a=0.8, delta=0.3, subspaces=bases)
+    spec = jacobian_spectrum(X, Y, a=0.8, delta=0.3, path="dense", subspaces=bases)
+    np.testing.assert_allclose(ws.subspace_trace, spec.subspace_traces, rtol=RTOL64)
+    assert weight_statistics(X, Y, a=0.8, delta=0.3).subspace_trace is None

@@ -522,9 +522,9 @@ def _series_window(r, split):
 def _death_position(n, r, log_phi):
     """First node r (P,) at which ``phi^{N-1} < e^{-_DEAD_LOG}`` (inf if none): phi decreases
     in r, so nothing beyond contributes."""
-    dead = (n - 1.0) * log_phi < -_DEAD_LOG
-    first = r[np.arange(r.shape[0]), dead.argmax(axis=1)]
-    return np.where(dead.any(axis=1), first, np.inf)
+    alive = _alive(n, log_phi)
+    first = r[np.arange(r.shape[0]), alive.argmin(axis=1)]
+    return np.where(alive.all(axis=1), np.inf, first)
 
 
 def _bromwich(b, m, lam, s, n_train, n_tangent):
@@ -581,7 +581,7 @@ def _check_range(r, start):
 
 
 def _alive(n, log_phi):
-    """Mask (1, J) of nodes before the first one where ``phi^{N-1} < e^{-_DEAD_LOG}``: phi
+    """Mask (P, J) of nodes before the first one where ``phi^{N-1} < e^{-_DEAD_LOG}``: phi
     decreases in r, so nothing after it contributes (and the contour need not be trusted)."""
     dead = np.cumsum((n - 1.0) * log_phi < -_DEAD_LOG, axis=1) > 0
     return ~dead
@@ -589,7 +589,7 @@ def _alive(n, log_phi):
 
 def _grid_spec(side, h_ell, r_split, contour_lo, width):
     """Grid of one contour: fine in r across the series hand-over window, and everywhere at
-    most ``_R_STEP max(1, sd E)`` (= ``width / 4``) apart in r."""
+    most ``_R_STEP max(1, sd E)`` (= ``width / 2``) apart in r."""
     zones = [(contour_lo, r_split + _WINDOW_REACH * _SERIES_WIDTH, _SERIES_WIDTH)]
     return _GridSpec(side, h_ell, _R_STEP, zones, width / _WINDOW_WIDTH)
 

@@ -66,6 +66,7 @@ from ._common import (
     summarize,
 )
 from .executors import DaskWorkersOption, SchedulerOption, WorkersOption, make_executor, run_grid
+from .measurements import fresh_test_points
 from .records import RunOutput
 
 __all__ = [
@@ -176,12 +177,10 @@ def mc_point(point: dict[str, Any], seed: np.random.SeedSequence) -> dict[str, A
     jac = np.empty((n_rep, n_test, model.n_subspaces))
     for r in range(n_rep):
         Y = model.sample(n_train, rng)
-        y = model.sample(n_test, rng)
-        X = a * y + math.sqrt(delta) * rng.standard_normal(y.shape)
+        X = fresh_test_points(model, n_test, a, delta, rng)
         ws = weight_statistics(X, Y, a=a, delta=delta, subspaces=bases)
         sum_w2[r] = ws.sum_w2
-        trace = np.asarray(ws.weighted_sq_norm) - np.asarray(ws.mean_sq_norm)  # (B, K)
-        jac[r] = -1.0 + (a * a / delta) * trace / dims
+        jac[r] = -1.0 + (a * a / delta) * ws.subspace_trace / dims
     groups = np.repeat(np.arange(n_rep), n_test)
     return {"sum_w2": summarize(sum_w2.ravel(), groups),
             "jac": [summarize(jac[:, :, k].ravel(), groups) for k in range(model.n_subspaces)]}

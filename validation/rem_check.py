@@ -40,6 +40,7 @@ from ._common import (
     summarize,
 )
 from .executors import DaskWorkersOption, SchedulerOption, WorkersOption, make_executor, run_grid
+from .measurements import fresh_test_points
 from .records import RunOutput
 
 __all__ = ["register", "rem_check_model", "rem_check_point", "run_rem_check"]
@@ -76,12 +77,10 @@ def rem_check_point(point: dict[str, Any], seed: np.random.SeedSequence) -> dict
     a, delta = float(schedule.a(t)), float(schedule.delta(t))
     rng = np.random.default_rng(seed)
     Y = model.sample(n_train, rng)
-    y = model.sample(int(point["n_test"]), rng)
-    X = a * y + np.sqrt(delta) * rng.standard_normal(y.shape)
+    X = fresh_test_points(model, int(point["n_test"]), a, delta, rng)
     bases = [model.subspace_basis(k) for k in range(model.n_subspaces)]
     ws = weight_statistics(X, Y, a=a, delta=delta, subspaces=bases)
-    trace = np.asarray(ws.weighted_sq_norm) - np.asarray(ws.mean_sq_norm)  # (B, K)
-    jac = -1.0 + (a * a / delta) * trace / np.asarray(model.dims)
+    jac = -1.0 + (a * a / delta) * ws.subspace_trace / np.asarray(model.dims)
     lam = np.asarray(freezing_parameter(model, t, n_train, schedule, x=X), dtype=np.float64)
     return {"sum_w2": np.asarray(ws.sum_w2).tolist(),
             "participation": np.asarray(ws.participation_ratio).tolist(),

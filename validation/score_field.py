@@ -84,7 +84,7 @@ def score_field_point(point: dict[str, Any], seed: np.random.SeedSequence) -> di
     X = a * centers + np.sqrt(delta) * rng.standard_normal((n_test, 2))
     axes = [np.eye(2)[:, [0]], np.eye(2)[:, [1]]]
     ws = weight_statistics(X, Y, a=a, delta=delta, subspaces=axes)
-    cw = np.asarray(ws.weighted_sq_norm) - np.asarray(ws.mean_sq_norm)  # (n_test, 2) C_w,ii
+    cw = ws.subspace_trace  # (n_test, 2) C_w,ii
     s2 = Y.var(axis=0)
     posterior = s2 * delta / (delta + a * a * s2)
     retained = [summarize(cw[:, i] / posterior[i]) for i in range(2)]

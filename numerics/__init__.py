@@ -65,3 +65,14 @@ from .jacobians import (  # noqa: E402
 __all__ += ["extreme_singular_values", "haar_orthogonal", "normalize_spectrum",
             "orthogonal_group_singular_values", "paper_protocol_spectra", "score_jacobian",
             "symmetric_difference_singular_values"]
+
+# per-subspace retained dimension, one definition for every protocol (issue 17)
+from .retained import (  # noqa: E402
+    DEFAULT_DEFINITION,
+    RETAINED_DEFINITIONS,
+    estimator_retained_dimension,
+    subspace_retained_dimension,
+)
+
+__all__ += ["DEFAULT_DEFINITION", "RETAINED_DEFINITIONS", "estimator_retained_dimension",
+            "subspace_retained_dimension"]

@@ -14,9 +14,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .empirical import LOG_NEGLIGIBLE_WEIGHT
+from ._empirical_common import LOG_NEGLIGIBLE_WEIGHT, stats_from_moments
 
 __all__ = ["covariances", "score", "weight_statistics"]
+
 
 @njit(cache=True, inline="always")
 def _dot(x, y):
@@ -154,10 +155,7 @@ def _shared_weight_stats(X, Y, a, delta, proj_sq):
 
 
 def _stats(raw: np.ndarray) -> dict[str, np.ndarray]:
-    Z, S2, T = raw[:, 0], raw[:, 1], raw[:, 2]
-    sum_w2 = S2 / (Z * Z)
-    return {"sum_w2": sum_w2, "participation_ratio": 1.0 / sum_w2,
-            "entropy": np.log(Z) - T / Z, "max_weight": 1.0 / Z}
+    return stats_from_moments(raw[:, 0], raw[:, 1], raw[:, 2])
 
 
 def _contig(A: np.ndarray) -> np.ndarray:
@@ -175,7 +173,8 @@ def score(X, Y, a, delta):
     """(B, d) empirical score (float64)."""
     _, mean, x_rel, _ = _centred_moments(_contig(X), _contig(Y), float(a), float(delta), False,
                                          LOG_NEGLIGIBLE_WEIGHT)
-    return (a * mean - x_rel) / delta
+    with np.errstate(over="ignore"):  # overflow is reported by the caller
+        return (a * mean - x_rel) / delta
 
 
 def weight_statistics(X, Y, a, delta, bases):

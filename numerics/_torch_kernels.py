@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .empirical import BLOCK_ELEMENTS, LOG_NEGLIGIBLE_WEIGHT
+from . import _empirical_common as common
+from ._empirical_common import LOG_NEGLIGIBLE_WEIGHT, pad_zeros, stats_from_moments
 from .torch_utils import resolve_device
 
 __all__ = ["covariances", "eigvalsh", "gram", "score", "weight_statistics"]
@@ -33,19 +34,19 @@ def _out(t: torch.Tensor, return_tensor: bool):
 
 
 def _blocks(B: int, N: int, d: int) -> tuple[int, int]:
-    block = max(1, BLOCK_ELEMENTS // max(N, d * d, 1))
-    chunk = max(1, BLOCK_ELEMENTS // max(min(block, B) * d, 1))
+    block = max(1, common.BLOCK_ELEMENTS // max(N, d * d, 1))
+    chunk = max(1, common.BLOCK_ELEMENTS // max(min(block, B) * d, 1))
     return block, chunk
 
 
 def _nearest(X, Y, a, y_sq):
-    block = max(1, BLOCK_ELEMENTS // Y.shape[0])
+    block = max(1, common.BLOCK_ELEMENTS // Y.shape[0])
     return torch.cat([torch.argmax(a * (X[s:s + block] @ Y.T) - 0.5 * a * a * y_sq, dim=1)
                       for s in range(0, X.shape[0], block)])
 
 
 def _centred_pass(X, Y, a, delta, ref, scatter, chunk):
-    """Online-softmax pass centred at c = Y[ref]; see empirical._centred_pass."""
+    """Online-softmax pass centred at c = Y[ref]; see _numpy_kernels._centred_pass."""
     B, d = X.shape
     centre = Y[ref]
     x_rel = X - a * centre
@@ -74,16 +75,16 @@ def _centred_pass(X, Y, a, delta, ref, scatter, chunk):
 
 
 def _stats(Z, S2, T) -> dict[str, np.ndarray]:
-    Z, S2, T = (t.detach().cpu().numpy().astype(np.float64) for t in (Z, S2, T))
-    sum_w2 = S2 / (Z * Z)
-    return {"sum_w2": sum_w2, "participation_ratio": 1.0 / sum_w2,
-            "entropy": np.log(Z) - T / Z, "max_weight": 1.0 / Z}
+    return stats_from_moments(*(t.detach().cpu().numpy().astype(np.float64)
+                                for t in (Z, S2, T)))
 
 
 @torch.no_grad()
 def score(X, Y, a, delta, *, device=None, dtype="float64", return_tensor=False):
     """(B, d) empirical score."""
     X, Y = _setup(X, Y, device, dtype)
+    if X.shape[0] == 0:
+        return _out(X.new_zeros((0, X.shape[1])), return_tensor)
     block, chunk = _blocks(X.shape[0], Y.shape[0], 1)
     ref = _nearest(X, Y, a, (Y * Y).sum(1))
     out = []
@@ -128,7 +129,7 @@ def weight_statistics(X, Y, a, delta, bases, *, device=None, dtype="float64",
     y_sq = (Y * Y).sum(1)
     Ps = [torch.as_tensor(P, dtype=X.dtype, device=X.device) for P in bases or []]
     proj_sq = torch.stack([((Y @ P) ** 2).sum(1) for P in Ps], 1) if Ps else None
-    block = max(1, BLOCK_ELEMENTS // Y.shape[0])
+    block = max(1, common.BLOCK_ELEMENTS // Y.shape[0])
     parts: dict[str, list] = {k: [] for k in ("sum_w2", "entropy", "max_weight", "wsq", "msq")}
     for s in range(0, X.shape[0], block):
         u = a * (X[s:s + block] @ Y.T) - 0.5 * a * a * y_sq
@@ -159,7 +160,7 @@ def gram(X, Y, a, delta, k_max, bases, *, device=None, dtype="float64", return_t
     N = Yt.shape[0]
     k_max = min(k_max, N)
     y_sq = (Yt * Yt).sum(1)
-    block = max(1, min(BLOCK_ELEMENTS // N, BLOCK_ELEMENTS // max(k_max * d, 1)))
+    block = max(1, min(common.BLOCK_ELEMENTS // N, common.BLOCK_ELEMENTS // max(k_max * d, 1)))
     Ps = [torch.as_tensor(P, dtype=Xt.dtype, device=Xt.device) for P in bases or []]
     lams, stats, traces = [], [], []
     for s in range(0, B, block):
@@ -183,7 +184,6 @@ def gram(X, Y, a, delta, k_max, bases, *, device=None, dtype="float64", return_t
         if Ps:
             traces.append(torch.stack([((Zc @ P) ** 2).sum((1, 2)) for P in Ps], 1)
                           .cpu().numpy().astype(np.float64))
-    from .empirical import _pad_zeros
-    lam = _pad_zeros(np.concatenate(lams), d)
+    lam = pad_zeros(np.concatenate(lams), d)
     merged = {k: np.concatenate([st[k] for st in stats]) for k in stats[0]}
     return lam, merged, (np.concatenate(traces) if Ps else None)

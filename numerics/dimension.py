@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from geomem.theory._checks import show
+
 __all__ = ["CLIFF_DROP", "CLIFF_FACTOR", "DEFAULT_MIN_GAP_RATIO", "DEFAULT_RATIO_THRESHOLD",
            "METHODS", "DimensionEstimate", "estimate_dimension"]
 
@@ -144,7 +146,7 @@ def estimate_dimension(singular_values: Any, method: str = "cliff", *, drop: int
     if drop is None:
         drop = CLIFF_DROP if method == "cliff" else 0
     if isinstance(drop, bool) or not isinstance(drop, (int, np.integer)) or drop < 0:
-        raise ValueError(f"drop must be an integer >= 0, got {drop!r}")
+        raise ValueError(f"drop must be an integer >= 0, got {show(drop)}")
     drop = int(drop)
     needed = drop + (3 if method == "cliff" else 2 if method == "gap" else 1)
     if d < needed:

@@ -31,19 +31,35 @@ Numerical choices (documented in docs/numerics.md):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from geomem.theory._checks import check_choice, check_positive
+from . import _numpy_kernels
+from ._empirical_common import (
+    BLOCK_ELEMENTS,
+    GRAM_MAX_SUPPORT_FRACTION,
+    LOG_NEGLIGIBLE_WEIGHT,
+    LOWRANK_MAX_RANK_FRACTION,
+    LOWRANK_MIN_DIM,
+    LOWRANK_RTOL,
+    MAX_NORM,
+    SUPPORT_MASS_TOL,
+    JacobianSpectrum,
+    WeightStatistics,
+    finite_or_raise,
+    pad_zeros,
+    validate,
+)
 
 __all__ = [
+    "BLOCK_ELEMENTS",
     "GRAM_MAX_SUPPORT_FRACTION",
     "LOG_NEGLIGIBLE_WEIGHT",
     "LOWRANK_MAX_RANK_FRACTION",
     "LOWRANK_MIN_DIM",
     "LOWRANK_RTOL",
+    "MAX_NORM",
     "SUPPORT_MASS_TOL",
     "JacobianSpectrum",
     "WeightStatistics",
@@ -54,219 +70,36 @@ __all__ = [
     "weight_statistics",
 ]
 
-#: Points whose total weight is below this are dropped by the Gram path (below float64 eps).
-SUPPORT_MASS_TOL = 1e-16
-#: Singular values of Y below LOWRANK_RTOL * s_max count as zero (well above SVD round-off 1e-16).
-LOWRANK_RTOL = 1e-12
-#: ``auto`` takes the lowrank path only when rank <= this fraction of d (else no real saving).
-LOWRANK_MAX_RANK_FRACTION = 0.5
-#: ``auto`` sends a query to the Gram path when its support K is below this fraction of d:
-#: K x K work (K^2 d + K^3) is then below the dense path's N d^2 + d^3 since K <= N.
-GRAM_MAX_SUPPORT_FRACTION = 1.0
-#: Relative weights below exp(-745 + 45) ~ 1e-304 are flushed to 0 (denormals slow BLAS 10x).
-LOG_NEGLIGIBLE_WEIGHT = -700.0
-#: ``auto`` tries the lowrank path (one SVD of Y) only from this dimension up.
-LOWRANK_MIN_DIM = 64
-#: Elements (float64) allowed in one temporary block; ~128 MB, keeps peak memory bounded.
-BLOCK_ELEMENTS = 2**24
-
-BACKENDS = ("numpy", "numba", "torch")
-PATHS = ("auto", "dense", "gram", "lowrank")
+_STAT_FIELDS = ("sum_w2", "participation_ratio", "entropy", "max_weight")
 
 
-@dataclass(frozen=True)
-class WeightStatistics:
-    """Softmax-weight statistics per query (no eigendecomposition).
+# ----------------------------------------------------------------------------- helpers
 
-    Attributes (B queries, K subspaces):
-        sum_w2 (B,): ``sum_mu w_mu^2``.
-        participation_ratio (B,): ``1 / sum_w2`` (effective number of training points).
-        entropy (B,): ``-sum_mu w_mu ln w_mu`` in nats.
-        max_weight (B,): ``max_mu w_mu``.
-        weighted_sq_norm (B, K): ``sum_mu w_mu |P_k y_mu|^2`` (None without subspaces).
-        mean_sq_norm (B, K): ``|P_k ybar|^2`` (None without subspaces).
-    """
-
-    sum_w2: np.ndarray
-    participation_ratio: np.ndarray
-    entropy: np.ndarray
-    max_weight: np.ndarray
-    weighted_sq_norm: np.ndarray | None = None
-    mean_sq_norm: np.ndarray | None = None
-
-    @property
-    def subspace_trace(self) -> np.ndarray | None:
-        """(B, K) ``tr(P_k C_w P_k) = sum_mu w_mu |P_k y_mu|^2 - |P_k ybar|^2`` (None without
-        subspaces)."""
-        if self.weighted_sq_norm is None:
-            return None
-        return np.asarray(self.weighted_sq_norm) - np.asarray(self.mean_sq_norm)
+def _no_opts(opts: dict) -> None:
+    if opts:
+        raise ValueError(f"unknown options {sorted(opts)}: only the torch backend takes "
+                         "device, dtype, return_tensor")
 
 
-@dataclass(frozen=True)
-class JacobianSpectrum:
-    """Exact Jacobian spectrum of the empirical score plus weight statistics, from one pass.
-
-    Attributes:
-        eigenvalues (B, d): eigenvalues of J, ascending (units 1/delta).
-        participation_ratio, sum_w2, entropy, max_weight (B,): as in `WeightStatistics`.
-        subspace_traces (B, K): ``tr(P_k C_w P_k)`` per subspace basis (None without subspaces).
-        path: the path used ("dense", "gram" or "lowrank"; under ``auto`` a batch whose
-            queries differ in weight support is split, e.g. "gram+dense").
-    """
-
-    eigenvalues: np.ndarray
-    participation_ratio: np.ndarray
-    sum_w2: np.ndarray
-    entropy: np.ndarray
-    max_weight: np.ndarray
-    subspace_traces: np.ndarray | None
-    path: str
-
-    @property
-    def singular_values(self) -> np.ndarray:
-        """(B, d) singular values of J, descending."""
-        return np.sort(np.abs(self.eigenvalues), axis=-1)[:, ::-1]
+def _torch_opts(opts: dict) -> tuple[dict, str]:
+    """Backend options without ``return_tensor`` and a label of the float type (messages)."""
+    return ({k: v for k, v in opts.items() if k != "return_tensor"},
+            f"torch {opts.get('dtype', 'float64')}")
 
 
-# ----------------------------------------------------------------------------- validation
-
-def _validate(X: Any, Y: Any, a: Any, delta: Any, backend: str, subspaces: Any = None,
-              path: str = "auto") -> tuple[np.ndarray, np.ndarray, float, float, list | None]:
-    """Check every argument before any work; return float64 arrays and python floats."""
-    check_choice("backend", backend, BACKENDS)
-    check_choice("path", path, PATHS)
-    a = float(check_positive("a", a).reshape(-1)[0]) if np.ndim(a) == 0 else _scalar_error("a")
-    delta = (float(check_positive("delta", delta).reshape(-1)[0]) if np.ndim(delta) == 0
-             else _scalar_error("delta"))
-    if not hasattr(Y, "shape"):
-        Y = np.asarray(Y)
-    Y = _as_float64("Y", Y)
-    if Y.ndim != 2 or Y.shape[0] < 1 or Y.shape[1] < 1:
-        raise ValueError(f"Y must have shape (N, d) with N >= 1 and d >= 1, got {Y.shape}")
-    X = _as_float64("X", X)
-    if X.ndim != 2 or X.shape[1] != Y.shape[1]:
-        raise ValueError(f"X must have shape (B, d) with d = {Y.shape[1]} (Y's), got {X.shape}")
-    for name, arr in (("X", X), ("Y", Y)):
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name} must be finite (no NaN or inf)")
-    bases = None
-    if subspaces is not None:
-        bases = []
-        for k, basis in enumerate(subspaces):
-            basis = _as_float64(f"subspaces[{k}]", basis)
-            if basis.ndim != 2 or basis.shape[0] != Y.shape[1] or not np.all(np.isfinite(basis)):
-                raise ValueError(f"subspaces[{k}] must be a finite (d, m_k) array with "
-                                 f"d = {Y.shape[1]}, got shape {basis.shape}")
-            bases.append(basis)
-    return X, Y, a, delta, bases
+def _jacobian_from_cov(lam: np.ndarray, a: float, delta: float) -> np.ndarray:
+    """``-1/delta + (a/delta)^2 lam`` written as ``(a^2 lam / delta - 1) / delta`` so that
+    delta ~ 1e-300 gives -1/delta exactly for condensed weights instead of overflowing."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (a * a * lam / delta - 1.0) / delta
 
 
-def _scalar_error(name: str):
-    raise ValueError(f"{name} must be a scalar with 0 < {name} < inf")
-
-
-def _as_float64(name: str, value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # torch tensor
-        value = value.detach().cpu().numpy()
-    try:
-        return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a real array, got {type(value).__name__}") from exc
-
-
-def _query_block(n_train: int, d: int) -> int:
-    """Queries per block so that (block, N) logits and (block, d, d) matrices fit BLOCK_ELEMENTS."""
-    return max(1, BLOCK_ELEMENTS // max(n_train, d * d, 1))
-
-
-def _chunk(block: int, d: int) -> int:
-    """Training points per chunk so that a (block, chunk, d) temporary fits BLOCK_ELEMENTS."""
-    return max(1, BLOCK_ELEMENTS // max(block * d, 1))
-
-
-# ----------------------------------------------------------------------------- numpy kernels
-
-def _shared_logits(X: np.ndarray, Y: np.ndarray, a: float, delta: float,
-                   y_sq: np.ndarray) -> np.ndarray:
-    """(B, N) logits ``(a x.y - a^2 |y|^2/2) / delta`` shifted by their row max (<= 0).
-
-    The row max is subtracted *before* dividing by delta so nothing overflows.
-    """
-    u = a * (X @ Y.T) - (0.5 * a * a) * y_sq
-    u -= u.max(axis=1, keepdims=True)
-    u /= delta
-    return u
-
-
-def _nearest_index(X: np.ndarray, Y: np.ndarray, a: float) -> np.ndarray:
-    """(B,) index of the training point with the largest logit (nearest a y_mu to x)."""
-    y_sq = np.einsum("nd,nd->n", Y, Y)
-    block = _query_block(Y.shape[0], 1)
-    out = np.empty(X.shape[0], dtype=np.int64)
-    for s in range(0, X.shape[0], block):
-        u = a * (X[s:s + block] @ Y.T) - (0.5 * a * a) * y_sq
-        out[s:s + block] = np.argmax(u, axis=1)
-    return out
-
-
-def _centred_pass(X: np.ndarray, Y: np.ndarray, a: float, delta: float, ref: np.ndarray,
-                  scatter: bool) -> dict[str, np.ndarray]:
-    """Streaming online-softmax pass with energies and moments centred at ``c = Y[ref]``.
-
-    Returns per query: ``Z`` (sum e), ``S2`` (sum e^2), ``T`` (sum e * logit), ``m1`` (sum e
-    (y - c)), and with ``scatter`` ``M2`` (sum e (y - c)(y - c)^T); all relative to the running
-    max ``vmax`` (>= 0 because c itself has logit 0).
-    """
-    B, d = X.shape
-    N = Y.shape[0]
-    centre = Y[ref]                                   # (B, d)
-    x_rel = X - a * centre                            # x~ = x - a c, small near c
-    vmax = np.zeros(B)
-    Z = np.zeros(B)
-    S2 = np.zeros(B)
-    T = np.zeros(B)
-    m1 = np.zeros((B, d))
-    M2 = np.zeros((B, d, d)) if scatter else None
-    chunk = _chunk(B, d)
-    for s in range(0, N, chunk):
-        D = Y[None, s:s + chunk, :] - centre[:, None, :]             # (B, c, d)
-        v = (a * np.einsum("bd,bcd->bc", x_rel, D)
-             - (0.5 * a * a) * np.einsum("bcd,bcd->bc", D, D)) / delta
-        new_max = np.maximum(vmax, v.max(axis=1))
-        shift = new_max - vmax                                       # >= 0
-        scale = np.exp(-shift)
-        r = v - new_max[:, None]
-        e = np.exp(r)
-        e[r < LOG_NEGLIGIBLE_WEIGHT] = 0.0                           # no denormals in BLAS
-        r[e == 0.0] = 0.0                                            # avoid 0 * -inf
-        T = scale * (T - shift * Z) + np.einsum("bc,bc->b", e, r)
-        Z = scale * Z + e.sum(axis=1)
-        S2 = scale * scale * S2 + np.einsum("bc,bc->b", e, e)
-        m1 = scale[:, None] * m1 + np.einsum("bc,bcd->bd", e, D)
-        if scatter:
-            Dw = D * np.sqrt(e)[:, :, None]
-            M2 *= scale[:, None, None]
-            M2 += np.matmul(Dw.transpose(0, 2, 1), Dw)
-        vmax = new_max
-    out = {"Z": Z, "S2": S2, "T": T, "m1": m1, "centre": centre, "x_rel": x_rel}
-    if scatter:
-        out["M2"] = M2
-    return out
-
-
-def _stats_from_pass(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    Z = p["Z"]
-    sum_w2 = p["S2"] / (Z * Z)
-    return {"sum_w2": sum_w2, "participation_ratio": 1.0 / sum_w2,
-            "entropy": np.log(Z) - p["T"] / Z, "max_weight": 1.0 / Z}
-
-
-def _covariance_from_pass(p: dict[str, np.ndarray]) -> np.ndarray:
-    Z = p["Z"]
-    mean = p["m1"] / Z[:, None]
-    C = p["M2"] / Z[:, None, None] - mean[:, :, None] * mean[:, None, :]
-    return 0.5 * (C + C.transpose(0, 2, 1))
+def _empty_spectrum(d: int, path: str, bases: list | None) -> JacobianSpectrum:
+    """Result for B = 0 queries: (0, d) eigenvalues, (0,) statistics, (0, K) traces."""
+    return JacobianSpectrum(eigenvalues=np.empty((0, d)), subspace_traces=(
+        None if bases is None else np.empty((0, len(bases)))),
+        path="dense" if path == "auto" else path,
+        **{f: np.empty(0) for f in _STAT_FIELDS})
 
 
 # ----------------------------------------------------------------------------- public API
@@ -276,37 +109,32 @@ def empirical_score(X: Any, Y: Any, *, a: float, delta: float, backend: str = "n
     """Score ``grad log p(x)`` of the empirical density at queries X.
 
     Args:
-        X: (B, d) query points.  Y: (N, d) training points.
+        X: (B, d) query points (B = 0 gives a (0, d) result).  Y: (N, d) training points.
         a: signal scale a(t) > 0.  delta: noise variance Delta(t) > 0.
         backend: "numpy" (float64 reference), "numba" or "torch" (opts ``device``, ``dtype``,
             ``return_tensor``).
 
     Returns:
-        (B, d) score ``(a ybar - x) / delta``.
+        (B, d) score ``(a ybar - x) / delta``.  ValueError (naming the argument) when
+        ``|x|`` or ``a |y|`` exceeds `MAX_NORM` or the score overflows float64.
     """
-    X, Y, a, delta, _ = _validate(X, Y, a, delta, backend)
+    X, Y, a, delta, _ = validate(X, Y, a, delta, backend)
     if backend == "torch":
         from . import _torch_kernels
-        return _torch_kernels.score(X, Y, a, delta, **backend_opts)
+        out = _torch_kernels.score(X, Y, a, delta, **backend_opts)
+        finite_or_raise({"the score": out.detach().cpu().numpy() if hasattr(out, "detach")
+                         else out}, delta, _torch_opts(backend_opts)[1])
+        return out
+    _no_opts(backend_opts)
+    if X.shape[0] == 0:
+        return np.empty((0, Y.shape[1]))
     if backend == "numba":
         from . import _numba_kernels
-        _no_opts(backend_opts)
-        return _numba_kernels.score(X, Y, a, delta)
-    _no_opts(backend_opts)
-    out = np.empty_like(X)
-    block = _query_block(Y.shape[0], Y.shape[1])
-    ref = _nearest_index(X, Y, a)
-    for s in range(0, X.shape[0], block):
-        p = _centred_pass(X[s:s + block], Y, a, delta, ref[s:s + block], scatter=False)
-        mean_rel = p["m1"] / p["Z"][:, None]
-        out[s:s + block] = (a * mean_rel - p["x_rel"]) / delta
+        out = _numba_kernels.score(X, Y, a, delta)
+    else:
+        out = _numpy_kernels.score(X, Y, a, delta)
+    finite_or_raise({"the score": out}, delta, backend)
     return out
-
-
-def _no_opts(opts: dict) -> None:
-    if opts:
-        raise ValueError(f"unknown options {sorted(opts)}: only the torch backend takes "
-                         "device, dtype, return_tensor")
 
 
 def weight_statistics(X: Any, Y: Any, *, a: float, delta: float,
@@ -320,64 +148,53 @@ def weight_statistics(X: Any, Y: Any, *, a: float, delta: float,
     ~1e-10 |x||y|.
 
     Args:
-        X (B, d), Y (N, d), a > 0, delta > 0 as in `empirical_score`.
+        X (B, d), Y (N, d), a > 0, delta > 0 as in `empirical_score` (B = 0 allowed).
         subspaces: optional list of (d, m_k) orthonormal bases P_k.
 
     Returns:
         `WeightStatistics` with (B,) fields and, with subspaces, (B, K)
         ``weighted_sq_norm = sum w |P_k^T y|^2`` and ``mean_sq_norm = |P_k^T ybar|^2``.
     """
-    X, Y, a, delta, bases = _validate(X, Y, a, delta, backend, subspaces)
+    X, Y, a, delta, bases = validate(X, Y, a, delta, backend, subspaces)
+    label = backend
+    if X.shape[0] == 0:
+        if backend != "torch":
+            _no_opts(backend_opts)
+        empty_k = None if not bases else np.empty((0, len(bases)))
+        return WeightStatistics(**{f: np.empty(0) for f in _STAT_FIELDS},
+                                weighted_sq_norm=empty_k, mean_sq_norm=empty_k)
     if backend == "torch":
         from . import _torch_kernels
         fields = _torch_kernels.weight_statistics(X, Y, a, delta, bases, **backend_opts)
-        return WeightStatistics(**fields)
-    if backend == "numba":
+        label = _torch_opts(backend_opts)[1]
+        if backend_opts.get("return_tensor"):
+            return WeightStatistics(**fields)
+    elif backend == "numba":
         from . import _numba_kernels
         _no_opts(backend_opts)
         fields = _numba_kernels.weight_statistics(X, Y, a, delta, bases)
-        return WeightStatistics(**fields)
-    _no_opts(backend_opts)
-    return WeightStatistics(**_numpy_weight_statistics(X, Y, a, delta, bases))
-
-
-def _numpy_weight_statistics(X: np.ndarray, Y: np.ndarray, a: float, delta: float,
-                             bases: list | None) -> dict[str, np.ndarray]:
-    B = X.shape[0]
-    y_sq = np.einsum("nd,nd->n", Y, Y)
-    proj_sq = None
-    if bases:
-        proj_sq = np.stack([np.einsum("nm,nm->n", Y @ P, Y @ P) for P in bases], axis=1)
-    sum_w2 = np.empty(B)
-    entropy = np.empty(B)
-    max_weight = np.empty(B)
-    wsq = np.empty((B, len(bases))) if bases else None
-    msq = np.empty((B, len(bases))) if bases else None
-    block = _query_block(Y.shape[0], 1)
-    for s in range(0, B, block):
-        sl = slice(s, s + block)
-        logits = _shared_logits(X[sl], Y, a, delta, y_sq)
-        e = np.exp(logits)
-        Z = e.sum(axis=1)
-        w = e / Z[:, None]
-        sum_w2[sl] = np.einsum("bn,bn->b", w, w)
-        entropy[sl] = np.log(Z) - np.einsum("bn,bn->b", w, np.where(e > 0, logits, 0.0))
-        max_weight[sl] = 1.0 / Z                       # the row max has logit 0, e = 1
-        if bases:
-            wsq[sl] = w @ proj_sq
-            ybar = w @ Y
-            msq[sl] = np.stack([np.sum((ybar @ P) ** 2, axis=1) for P in bases], axis=1)
-    return {"sum_w2": sum_w2, "participation_ratio": 1.0 / sum_w2, "entropy": entropy,
-            "max_weight": max_weight, "weighted_sq_norm": wsq, "mean_sq_norm": msq}
+    else:
+        _no_opts(backend_opts)
+        fields = _numpy_kernels.weight_statistics(X, Y, a, delta, bases)
+    finite_or_raise(fields, delta, label)
+    return WeightStatistics(**fields)
 
 
 def empirical_jacobian(X: Any, Y: Any, *, a: float, delta: float, backend: str = "numpy",
                        **backend_opts: Any) -> np.ndarray:
-    """(B, d, d) Jacobian ``-I/delta + (a/delta)^2 C_w`` of the empirical score (small d)."""
-    X, Y, a, delta, _ = _validate(X, Y, a, delta, backend)
-    C = _covariances(X, Y, a, delta, backend, backend_opts)[0]
+    """(B, d, d) Jacobian ``-I/delta + (a/delta)^2 C_w`` of the empirical score (small d).
+
+    Same arguments as `empirical_score`; B = 0 gives a (0, d, d) array.
+    """
+    X, Y, a, delta, _ = validate(X, Y, a, delta, backend)
     d = Y.shape[1]
-    return (a / delta) ** 2 * C - np.eye(d) / delta
+    if X.shape[0] == 0:
+        return np.empty((0, d, d))
+    C = _covariances(X, Y, a, delta, backend, backend_opts)[0]
+    with np.errstate(over="ignore", invalid="ignore"):
+        J = (a * a * C / delta - np.eye(d)) / delta
+    finite_or_raise({"the Jacobian": J}, delta, backend)
+    return J
 
 
 def _covariances(X, Y, a, delta, backend, opts, on_device=False):
@@ -387,24 +204,13 @@ def _covariances(X, Y, a, delta, backend, opts, on_device=False):
     """
     if backend == "torch":
         from . import _torch_kernels
-        opts = {k: v for k, v in opts.items() if k != "return_tensor"}
-        return _torch_kernels.covariances(X, Y, a, delta, return_tensor=on_device, **opts)
+        return _torch_kernels.covariances(X, Y, a, delta, return_tensor=on_device,
+                                          **_torch_opts(opts)[0])
+    _no_opts(opts)
     if backend == "numba":
         from . import _numba_kernels
-        _no_opts(opts)
         return _numba_kernels.covariances(X, Y, a, delta)
-    _no_opts(opts)
-    B, d = X.shape
-    C = np.empty((B, d, d))
-    stats = {k: np.empty(B) for k in ("sum_w2", "participation_ratio", "entropy", "max_weight")}
-    ref = _nearest_index(X, Y, a)
-    block = _query_block(Y.shape[0], d)
-    for s in range(0, B, block):
-        p = _centred_pass(X[s:s + block], Y, a, delta, ref[s:s + block], scatter=True)
-        C[s:s + block] = _covariance_from_pass(p)
-        for k, v in _stats_from_pass(p).items():
-            stats[k][s:s + block] = v
-    return C, stats
+    return _numpy_kernels.covariances(X, Y, a, delta)
 
 
 def jacobian_eigenvalues(X: Any, Y: Any, *, a: float, delta: float, backend: str = "numpy",
@@ -423,7 +229,8 @@ def jacobian_spectrum(X: Any, Y: Any, *, a: float, delta: float, backend: str = 
     """Exact Jacobian eigenvalues and weight statistics of the empirical score, in one call.
 
     Args:
-        X: (B, d) queries.  Y: (N, d) training set.  a, delta > 0: a(t), Delta(t).
+        X: (B, d) queries (B = 0: empty fields, path "dense" under auto).  Y: (N, d) training
+            set.  a, delta > 0: a(t), Delta(t).
         backend: "numpy" (float64 reference), "numba" (float64) or "torch" (``device``,
             ``dtype``).
         path: "auto" | "dense" (d x d per query) | "gram" (K x K over the weight support;
@@ -432,17 +239,34 @@ def jacobian_spectrum(X: Any, Y: Any, *, a: float, delta: float, backend: str = 
 
     Returns:
         `JacobianSpectrum` (eigenvalues (B, d) ascending, weight statistics, path used).
+        ValueError (naming the argument) when ``|x|`` or ``a |y|`` exceeds `MAX_NORM`, or when
+        an eigenvalue ``~ a^2 lambda(C_w) / delta^2`` overflows float64 (delta too small).
     """
-    X, Y, a, delta, bases = _validate(X, Y, a, delta, backend, subspaces, path)
+    X, Y, a, delta, bases = validate(X, Y, a, delta, backend, subspaces, path)
     d = X.shape[1]
+    if X.shape[0] == 0:
+        if backend != "torch":
+            _no_opts(opts)
+        return _empty_spectrum(d, path, bases)
+    label = _torch_opts(opts)[1] if backend == "torch" else backend
     if path == "gram":
-        return _gram_by_support(X, Y, a, delta, _support_size(X, Y, a, delta), bases, backend,
-                                opts)
-    if path != "auto":
-        return _spectrum_on(X, Y, a, delta, path, bases, backend, opts)
-    # auto: route each query by its own weight support (cheapest test first: O(B N d)), so a
-    # few uncondensed queries do not force the whole batch onto the d x d path
-    support = _support_size(X, Y, a, delta)
+        out = _gram_by_support(X, Y, a, delta, _numpy_kernels.support_size(X, Y, a, delta),
+                               bases, backend, opts)
+    elif path != "auto":
+        out = _spectrum_on(X, Y, a, delta, path, bases, backend, opts)
+    else:
+        out = _auto(X, Y, a, delta, bases, backend, opts)
+    finite_or_raise({"the Jacobian eigenvalues": out.eigenvalues,
+                     "the weight statistics": out.sum_w2,
+                     "the subspace traces": out.subspace_traces}, delta, label)
+    return out
+
+
+def _auto(X, Y, a, delta, bases, backend, opts) -> JacobianSpectrum:
+    """auto: route each query by its own weight support (cheapest test first: O(B N d)), so a
+    few uncondensed queries do not force the whole batch onto the d x d path."""
+    d = X.shape[1]
+    support = _numpy_kernels.support_size(X, Y, a, delta)
     small = support < GRAM_MAX_SUPPORT_FRACTION * d
     parts = []
     if small.any():
@@ -477,7 +301,7 @@ def _dense_or_lowrank(Y: np.ndarray, d: int) -> tuple[str, tuple | None]:
         probe = np.linalg.svd(Y[:d + 16], compute_uv=False)
         if np.sum(probe > LOWRANK_RTOL * np.linalg.norm(Y)) > LOWRANK_MAX_RANK_FRACTION * d:
             return "dense", None
-        row_space = _row_space(Y)
+        row_space = _numpy_kernels.row_space(Y)
         if row_space[0].shape[1] <= LOWRANK_MAX_RANK_FRACTION * d:
             return "lowrank", row_space
     return "dense", None
@@ -486,7 +310,7 @@ def _dense_or_lowrank(Y: np.ndarray, d: int) -> tuple[str, tuple | None]:
 def _merge(parts: list, B: int) -> JacobianSpectrum:
     """Reassemble per-query results of several paths into one batch (B queries)."""
     first = parts[0][1]
-    fields = ("eigenvalues", "participation_ratio", "sum_w2", "entropy", "max_weight")
+    fields = ("eigenvalues",) + _STAT_FIELDS
     out = {f: np.empty((B,) + getattr(first, f).shape[1:]) for f in fields}
     traces = None if first.subspace_traces is None else np.empty(
         (B, first.subspace_traces.shape[1]))
@@ -507,104 +331,39 @@ def _spectrum_on(X, Y, a, delta, used, bases, backend, opts, k_max=None,
     if used == "gram":
         lam, stats, traces = _gram(X, Y, a, delta, k_max, bases, backend, opts)
     elif used == "lowrank":
-        V, coords = row_space or _row_space(Y)   # Y ~= coords @ V.T
+        V, coords = row_space or _numpy_kernels.row_space(Y)   # Y ~= coords @ V.T
         C_r, stats = _covariances(X @ V, coords, a, delta, backend, opts, on_device=True)
         lam, C_r = _eigvalsh(C_r)
         if bases:
             traces = np.stack([np.einsum("bij,ij->b", C_r, (V.T @ P) @ (V.T @ P).T)
                                for P in bases], axis=1)
-        lam = _pad_zeros(lam, d)
+        lam = pad_zeros(lam, d)
     else:
         C, stats = _covariances(X, Y, a, delta, backend, opts, on_device=True)
         lam, C = _eigvalsh(C)
         if bases:
             traces = np.stack([np.einsum("bij,ij->b", C, P @ P.T) for P in bases], axis=1)
-    eig = np.sort((a / delta) ** 2 * lam - 1.0 / delta, axis=-1)
+    eig = np.sort(_jacobian_from_cov(lam, a, delta), axis=-1)
     return JacobianSpectrum(eigenvalues=eig, subspace_traces=traces, path=used, **stats)
 
 
 def _eigvalsh(C) -> tuple[np.ndarray, np.ndarray]:
     """Ascending eigenvalues (float64 numpy) of a batch of symmetric matrices, on C's device."""
     if isinstance(C, np.ndarray):
+        if not np.all(np.isfinite(C)):  # overflowed (float32): reported by the caller
+            return np.full(C.shape[:-1], np.nan), C
         return np.linalg.eigvalsh(C), C
     import torch
+    if not bool(torch.isfinite(C).all()):
+        return np.full(tuple(C.shape[:-1]), np.nan), C.cpu().numpy().astype(np.float64)
     lam = torch.linalg.eigvalsh(C).cpu().numpy().astype(np.float64)
     return lam, C.cpu().numpy().astype(np.float64)
-
-
-def _pad_zeros(lam: np.ndarray, d: int) -> np.ndarray:
-    """Append d - r exact zeros (the directions C_w does not reach), keep ascending order."""
-    B, r = lam.shape
-    if r >= d:
-        return lam[:, :d] if r == d else np.sort(lam, axis=-1)[:, r - d:]
-    return np.sort(np.concatenate([lam, np.zeros((B, d - r))], axis=1), axis=1)
-
-
-def _row_space(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Orthonormal basis V (d, r) of Y's row space (rank by LOWRANK_RTOL) and coords Y V."""
-    # SVD of the triangular factor: same row space, much cheaper than SVD of a tall Y
-    R = np.linalg.qr(Y, mode="r") if Y.shape[0] > Y.shape[1] else Y
-    _, s, Vt = np.linalg.svd(R, full_matrices=False)
-    r = int(np.sum(s > LOWRANK_RTOL * s[0])) if s[0] > 0 else 0
-    r = max(r, 1)
-    V = Vt[:r].T
-    return V, Y @ V
-
-
-def _support_size(X: np.ndarray, Y: np.ndarray, a: float, delta: float) -> np.ndarray:
-    """(B,) number of training points with weight above SUPPORT_MASS_TOL / N."""
-    N = Y.shape[0]
-    y_sq = np.einsum("nd,nd->n", Y, Y)
-    out = np.empty(X.shape[0], dtype=np.int64)
-    block = _query_block(N, 1)
-    threshold = np.log(SUPPORT_MASS_TOL / N)
-    for s in range(0, X.shape[0], block):
-        logits = _shared_logits(X[s:s + block], Y, a, delta, y_sq)
-        log_z = np.log(np.exp(logits).sum(axis=1))
-        out[s:s + block] = np.sum(logits - log_z[:, None] > threshold, axis=1)
-    return out
 
 
 def _gram(X, Y, a, delta, k_max, bases, backend, opts):
     """Gram path: eigenvalues of C_w from the k_max x k_max matrix over the heaviest points."""
     if backend == "torch":
         from . import _torch_kernels
-        opts = {k: v for k, v in opts.items() if k != "return_tensor"}
-        return _torch_kernels.gram(X, Y, a, delta, k_max, bases, **opts)
+        return _torch_kernels.gram(X, Y, a, delta, k_max, bases, **_torch_opts(opts)[0])
     _no_opts(opts)
-    B, d = X.shape
-    N = Y.shape[0]
-    k_max = min(k_max, N)
-    y_sq = np.einsum("nd,nd->n", Y, Y)
-    lam = np.empty((B, d))
-    stats = {k: np.empty(B) for k in ("sum_w2", "participation_ratio", "entropy", "max_weight")}
-    traces = np.empty((B, len(bases))) if bases else None
-    block = max(1, min(_query_block(N, 1), BLOCK_ELEMENTS // max(k_max * d, 1)))
-    for s in range(0, B, block):
-        sl = slice(s, s + block)
-        logits = _shared_logits(X[sl], Y, a, delta, y_sq)
-        top = np.argpartition(-logits, k_max - 1, axis=1)[:, :k_max]      # (b, K)
-        ref = np.argmax(logits, axis=1)
-        # exact centred logits over the K candidates (same formula as the dense path)
-        centre = Y[ref]
-        D = Y[top] - centre[:, None, :]                                  # (b, K, d)
-        x_rel = X[sl] - a * centre
-        v = (a * np.einsum("bd,bkd->bk", x_rel, D)
-             - (0.5 * a * a) * np.einsum("bkd,bkd->bk", D, D)) / delta
-        v -= v.max(axis=1, keepdims=True)
-        e = np.exp(v)
-        Z = e.sum(axis=1)
-        w = e / Z[:, None]
-        mean = np.einsum("bk,bkd->bd", w, D)
-        Zc = (D - mean[:, None, :]) * np.sqrt(w)[:, :, None]            # C_w = Zc^T Zc
-        G = np.matmul(Zc, Zc.transpose(0, 2, 1))
-        lam[sl] = _pad_zeros(np.linalg.eigvalsh(G), d)
-        sum_w2 = np.einsum("bk,bk->b", w, w)
-        stats["sum_w2"][sl] = sum_w2
-        stats["participation_ratio"][sl] = 1.0 / sum_w2
-        stats["entropy"][sl] = np.log(Z) - np.einsum("bk,bk->b", w, np.where(e > 0, v, 0.0))
-        stats["max_weight"][sl] = w.max(axis=1)
-        if bases:
-            traces[sl] = np.stack([np.einsum("bkm,bkm->b", Zc @ P, Zc @ P) for P in bases],
-                                  axis=1)
-    return lam, stats, traces
+    return _numpy_kernels.gram(X, Y, a, delta, k_max, bases)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from geomem.theory._checks import show
+
 __all__ = [
     "DATASETS",
     "c_alpha_images",
@@ -50,13 +52,13 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 def _check_size(size: int, name: str = "size", low: int = 4, high: int = 256) -> int:
     if not (isinstance(size, (int, np.integer)) and low <= size <= high):
-        raise ValueError(f"{name} out of range: allowed integer {low}..{high}, got {size!r}")
+        raise ValueError(f"{name} out of range: allowed integer {low}..{high}, got {show(size)}")
     return int(size)
 
 
 def _check_count(n: int) -> int:
     if not (isinstance(n, (int, np.integer)) and n >= 1):
-        raise ValueError(f"n out of range: allowed integer >= 1, got {n!r}")
+        raise ValueError(f"n out of range: allowed integer >= 1, got {show(n)}")
     return int(n)
 
 

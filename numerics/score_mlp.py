@@ -138,6 +138,10 @@ class ScoreMLP(nn.Module):
                                     for _ in range(config.n_blocks))
         self.output = nn.Sequential(nn.LayerNorm(config.width), nn.SiLU(),
                                     nn.Linear(config.width, config.d))
+        # a (non-persistent) buffer, not the config's float: stacked ensembles
+        # (score_ensemble.StackedModules) vmap over buffers, each member with its own value
+        self.register_buffer("data_std", torch.tensor(float(config.data_std)),
+                             persistent=False)
 
     def _times(self, x: torch.Tensor, t: Any) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
@@ -150,7 +154,7 @@ class ScoreMLP(nn.Module):
         noise_level = 0.5 * torch.log(delta) - torch.log(a)           # log(sqrt(Delta)/a)
         temb = self.time_mlp(self.embed(noise_level))
         if self.config.input_scaling:
-            x = x / torch.sqrt(a**2 * self.config.data_std**2 + delta)[:, None]
+            x = x / torch.sqrt(a**2 * self.data_std.to(x.dtype) ** 2 + delta)[:, None]
         h = self.input(x)
         for block in self.blocks:
             h = block(h, temb)

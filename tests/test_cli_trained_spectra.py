@@ -21,7 +21,7 @@ OUTPUTS = ("spectra.png", "spectra.pdf", "dimension.png", "dimension.pdf", "loss
 
 def test_quick_run_writes_everything_and_reuses_checkpoints(tmp_path):
     out = tmp_path / "run"
-    first = runner.invoke(app, ["trained-spectra", "--quick", "--out", str(out), "--jobs", "1"])
+    first = runner.invoke(app, ["trained-spectra", "--quick", "--out", str(out), "--workers", "1"])
     assert first.exit_code == 0, first.output
     for name in OUTPUTS:
         assert (out / name).exists(), name
@@ -32,7 +32,8 @@ def test_quick_run_writes_everything_and_reuses_checkpoints(tmp_path):
     assert all(not t["loaded"] for t in record["training"])
     ckpts = sorted((out / "checkpoints").iterdir())
     assert len(ckpts) == len(QUICK["n_values"])
-    assert all((c / "model.pt").exists() and (c / "loss.csv").exists() for c in ckpts)
+    assert all((c / "state.pt").exists() and (c / "loss.csv").exists()
+               and any((c / "snapshots").iterdir()) for c in ckpts)
     with (out / "dimension_table.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["N"]) for r in rows] == list(QUICK["n_values"])
@@ -44,7 +45,7 @@ def test_quick_run_writes_everything_and_reuses_checkpoints(tmp_path):
                        "paper", "rem"}
     before = (out / "dimensions.csv").read_bytes()
 
-    second = runner.invoke(app, ["trained-spectra", "--quick", "--out", str(out), "--jobs", "1"])
+    second = runner.invoke(app, ["trained-spectra", "--quick", "--out", str(out), "--workers", "1"])
     assert second.exit_code == 0, second.output
     record = json.loads((out / "record.json").read_text())
     assert all(t["loaded"] for t in record["training"])
@@ -64,7 +65,7 @@ def test_theory_dimensions_in_the_figure4_geometry():
 @pytest.mark.parametrize("args, option", [
     (["--n-values", "1,10"], "--n-values"), (["--steps", "0"], "--steps"),
     (["--ref-sigmas", "-1"], "--ref-sigmas"), (["--n-times", "1"], "--n-times"),
-    (["--lr", "-1"], "--lr")])
+    (["--width", "0"], "--width"), (["--ref-sigmas", "5"], "--ref-sigmas")])
 def test_bad_options(tmp_path, args, option):
     result = runner.invoke(app, ["trained-spectra", "--out", str(tmp_path), *args])
     assert result.exit_code == 2

@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from geomem.validation.cli import app
+from geomem.validation.report import SMOKE_TEST
 
 runner = CliRunner()
 
@@ -79,7 +80,15 @@ def test_report_quick(tmp_path):
         if line.startswith("![") and "](" in line:
             assert (out / line.split("](")[1].rstrip(")")).exists(), line
     rows = list(csv.DictReader((out / "report.csv").open()))
-    assert {r["verdict"] for r in rows} <= {"agree", "disagree", "n/a"}
+    # quick sizes are a smoke test: marked as such, and no row carries a verdict
+    assert "Smoke-test sizes" in text and "(smoke-test size, no verdict)" in text
+    assert {r["verdict"] for r in rows} == {SMOKE_TEST}
+    assert "| agree |" not in text and "| disagree |" not in text
+    # finite-n is part of the report: figure, coverage table and agreement rows
+    assert "finite-n/finite_n.png" in text and "Exact finite-N theory vs Monte Carlo" in text
+    assert any(r["theory"] == "exact finite-N" for r in rows)
+    record = json.loads((out / "record.json").read_text())
+    assert record["verdicts"][SMOKE_TEST] == len(rows)
 
 
 @pytest.mark.parametrize("args, fragment", [

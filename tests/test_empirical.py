@@ -256,7 +256,7 @@ def test_cuda_matches_cpu_reference():
 
 def test_streaming_over_many_chunks_matches_single_chunk(monkeypatch):
     """Tiny blocks force many chunks and query blocks: exercises the online log-sum-exp."""
-    from geomem.numerics import _torch_kernels, empirical
+    from geomem.numerics import _empirical_common
 
     rng = np.random.default_rng(9)
     Y = rng.normal(size=(60, 5))
@@ -266,8 +266,7 @@ def test_streaming_over_many_chunks_matches_single_chunk(monkeypatch):
     for delta in (1e-6, 0.05, 2.0):
         ref_eig, ref_score, ref_stats = direct_reference(X, Y, 1.0, delta)
         one = weight_statistics(X, Y, a=1.0, delta=delta, subspaces=P)
-        monkeypatch.setattr(empirical, "BLOCK_ELEMENTS", 40)
-        monkeypatch.setattr(_torch_kernels, "BLOCK_ELEMENTS", 40)
+        monkeypatch.setattr(_empirical_common, "BLOCK_ELEMENTS", 40)  # every backend reads it
         for backend in ("numpy", "torch"):
             for path in ("dense", "gram", "lowrank"):
                 spec = jacobian_spectrum(X, Y, a=1.0, delta=delta, backend=backend, path=path)
@@ -311,3 +310,77 @@ def test_weight_statistics_subspace_trace_matches_the_covariance_route():
     spec = jacobian_spectrum(X, Y, a=0.8, delta=0.3, path="dense", subspaces=bases)
     np.testing.assert_allclose(ws.subspace_trace, spec.subspace_traces, rtol=RTOL64)
     assert weight_statistics(X, Y, a=0.8, delta=0.3).subspace_trace is None
+
+
+# ----------------------------------------------------------------------------- issue 15: 12, 13
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "torch"])
+def test_empty_batch_gives_empty_results_on_every_backend(backend):
+    """B = 0 queries: (0, d) score, (0, d, d) Jacobian, (0, d) eigenvalues, (0,) statistics
+    and (0, K) traces on every backend and path (was IndexError / 'expected a non-empty list')."""
+    Y = np.random.default_rng(0).standard_normal((12, 4))
+    X = np.zeros((0, 4))
+    P = [np.eye(4)[:, :2]]
+    assert empirical_score(X, Y, a=1.0, delta=0.1, backend=backend).shape == (0, 4)
+    assert empirical_jacobian(X, Y, a=1.0, delta=0.1, backend=backend).shape == (0, 4, 4)
+    ws = weight_statistics(X, Y, a=1.0, delta=0.1, subspaces=P, backend=backend)
+    assert ws.sum_w2.shape == (0,) and ws.weighted_sq_norm.shape == (0, 1)
+    for path in ("auto", "dense", "gram", "lowrank"):
+        spec = jacobian_spectrum(X, Y, a=1.0, delta=0.1, backend=backend, path=path,
+                                 subspaces=P)
+        assert spec.eigenvalues.shape == (0, 4) and spec.singular_values.shape == (0, 4)
+        assert spec.participation_ratio.shape == (0,)
+        assert spec.subspace_traces.shape == (0, 1)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "torch"])
+def test_tiny_delta_gives_the_condensed_answer(backend):
+    """delta = 1e-300 (was OverflowError): every query condenses on its nearest training point,
+    so J = -I/delta exactly, the score is (a y_nearest - x)/delta, and a tie-free batch has
+    sum w^2 = 1."""
+    rng = np.random.default_rng(1)
+    Y = rng.standard_normal((15, 3))
+    X = Y[:4] + 1e-3 * rng.standard_normal((4, 3))
+    delta = 1e-300
+    spec = jacobian_spectrum(X, Y, a=1.0, delta=delta, backend=backend)
+    np.testing.assert_array_equal(spec.eigenvalues, np.full((4, 3), -1.0 / delta))
+    np.testing.assert_array_equal(spec.sum_w2, np.ones(4))
+    J = empirical_jacobian(X, Y, a=1.0, delta=delta, backend=backend)
+    np.testing.assert_array_equal(J, np.broadcast_to(-np.eye(3) / delta, (4, 3, 3)))
+    score = empirical_score(X, Y, a=1.0, delta=delta, backend=backend)
+    np.testing.assert_allclose(score * delta, Y[:4] - X, rtol=1e-12)
+
+
+def test_huge_coordinates_raise_with_the_supported_range():
+    """|Y| = 1e200 (was 'zero-size array' / silent NaN score): ValueError naming Y and the
+    supported range on every entry point."""
+    Y = np.random.default_rng(2).standard_normal((10, 3)) * 1e200
+    X = np.zeros((2, 3))
+    calls = [empirical_score, empirical_jacobian, jacobian_spectrum, weight_statistics,
+             jacobian_eigenvalues]
+    for fn in calls:
+        with pytest.raises(ValueError, match=r"Y out of range: allowed a \|y\| <= 1e\+150"):
+            fn(X, Y, a=1.0, delta=1.0)
+        with pytest.raises(ValueError, match=r"X out of range"):
+            fn(Y[:2], Y / 1e200, a=1.0, delta=1.0)
+
+
+def test_uncondensed_overflow_raises_instead_of_inf():
+    """Two equidistant training points at delta = 1e-300: C_w has eigenvalue 1 and the true
+    eigenvalue a^2/delta^2 = 1e600 is beyond float64, so a ValueError names delta."""
+    Y = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    X = np.zeros((1, 2))
+    with pytest.raises(ValueError, match="delta = 1e-300 is out of the supported range"):
+        jacobian_spectrum(X, Y, a=1.0, delta=1e-300, path="dense")
+    with pytest.raises(ValueError, match="delta"):
+        empirical_jacobian(X, Y, a=1.0, delta=1e-300)
+
+
+def test_float32_torch_overflow_is_an_error_not_nan():
+    """float32 squares overflow near 1e19: the torch float32 backend refuses instead of
+    returning inf/NaN statistics."""
+    rng = np.random.default_rng(3)
+    Y = rng.standard_normal((8, 3)) * 1e25
+    with pytest.raises(ValueError, match="float32"):
+        jacobian_spectrum(Y[:2] + 1e24, Y, a=1.0, delta=1e40, backend="torch", dtype="float32",
+                          path="dense")

@@ -99,10 +99,28 @@ def test_haar_orthogonal_is_orthogonal_and_seeded():
     np.testing.assert_array_equal(Q, haar_orthogonal(9, 3))
 
 
+#: Haar moments are compared within this many standard errors (one-sided 5-sigma events have
+#: probability ~3e-7; the seed is fixed, so the test is deterministic anyway)
+HAAR_Z = 5.0
+
+
+def test_haar_orthogonal_has_haar_moments():
+    """Haar: every entry has mean 0 and variance 1/d, and Q and -Q are equally likely. Plain QR
+    (no sign fix) gives Q_11 = -|g_1|/|g| < 0 always: mean ~ -0.45 at d = 4, ~18 SE off."""
+    d, n = 4, 400
+    rng = np.random.default_rng(5)
+    Qs = np.stack([haar_orthogonal(d, rng) for _ in range(n)])
+    se = np.sqrt(1.0 / d / n)
+    assert np.all(np.abs(Qs.mean(axis=0)) < HAAR_Z * se)
+    # Q_ij^2 ~ Beta(1/2, (d-1)/2): variance 2(d-1)/(d^2(d+2)) <= 2/(d(d+2)), mean 1/d
+    se2 = np.sqrt(2.0 / (d * (d + 2)) / n)
+    assert np.all(np.abs((Qs**2).mean(axis=0) - 1.0 / d) < HAAR_Z * se2)
+
+
 @settings(max_examples=15, deadline=None)
 @given(seed=seeds, d=dims, sigma=st.floats(1e-3, 10.0))
 def test_orthogonal_group_exact_for_linear_score(seed, d, sigma):
-    """s = -A x: rows of S are -(x0 + sigma z_k)^T A / sigma, S = -Z A - 1 (A x0)^T / sigma."""
+    """s = -A x: rows of S are -(x0 + sigma z_k)^T A^T / sigma, S = -Z A^T - 1 (A x0)^T / sigma."""
     rng = np.random.default_rng(seed)
     A = rng.standard_normal((d, d))                       # any square A, symmetric or not
     exact = _svd(A)

@@ -72,3 +72,49 @@ def test_crossing_time():
     assert np.isnan(crossing_time(t, [2, 2, 2, 2], 1.0))  # never lost
     assert np.isnan(crossing_time(t, [0, 0, 0, 0], 1.0))  # lost at the largest t already
     assert crossing_time(t[::-1], [0, 0, 2, 2], 1.0) == crossing_time(t, [2, 2, 0, 0], 1.0)
+
+
+#: forward differences at sigma = 1e-5 on a score with O(1) curvature: error ~ sigma * |H|
+FORWARD_DIFFERENCE_RTOL = 1e-3
+
+
+def test_centred_origin_estimator_is_the_exact_jacobian_at_the_origin():
+    from geomem.numerics.empirical import empirical_jacobian, empirical_score
+    from geomem.validation.measurements import orthogonal_group_estimate
+
+    model = LinearManifold(6, (2, 2), stds=(1.0, 0.3), residual_std=0.05)
+    rng = np.random.default_rng(4)
+    Y = model.sample(20, rng)
+    a, delta = 1.0, 0.5
+
+    def score(X):
+        return empirical_score(np.atleast_2d(X), Y, a=a, delta=delta)
+
+    assert np.linalg.norm(score(np.zeros(6))) > 0.05  # a non-zero mean score to remove
+    exact = np.asarray(empirical_jacobian(np.zeros((1, 6)), Y, a=a, delta=delta))[0]
+    for centring in ("subtract", "symmetric"):
+        S, Z = orthogonal_group_estimate(score, np.zeros(6), 1e-5, rng, centring=centring)
+        np.testing.assert_allclose(Z.T @ S, exact, rtol=FORWARD_DIFFERENCE_RTOL,
+                                   atol=FORWARD_DIFFERENCE_RTOL * np.abs(exact).max())
+    S, Z = orthogonal_group_estimate(score, np.zeros(6), 1e-5, rng, centring="none")
+    # uncentred: the mean-score term s(0)/sigma dominates the largest singular value
+    assert np.linalg.svd(S, compute_uv=False)[0] > 100 * np.abs(exact).max()
+
+
+def test_protocols_report_the_shared_function_counts():
+    from geomem.validation.measurements import subspace_retained_dimension
+
+    model = LinearManifold(6, (2, 2), variances=(1.0, 0.3))
+    rng = np.random.default_rng(2)
+    Y = model.sample(300, rng)
+    a, delta = 1.0, 0.05
+    X = fresh_test_points(model, 5, a, delta, rng)
+    fresh = fresh_protocol(Y, X, model, a, delta)
+    np.testing.assert_array_equal(fresh["retained"],
+                                  subspace_retained_dimension(fresh["jacobians"], model, a,
+                                                              delta))
+    origin = origin_protocol(Y, model, a, delta, rng, repetitions=3)
+    assert origin["jacobians"].shape == (3, 6, 6)
+    np.testing.assert_array_equal(origin["retained"],
+                                  subspace_retained_dimension(origin["jacobians"], model, a,
+                                                              delta))

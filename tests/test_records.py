@@ -47,3 +47,31 @@ def test_cache_skips_finished_points(tmp_path):
 def test_versions_lists_stack():
     versions = package_versions()
     assert versions["numpy"] and versions["python"]
+
+
+def _strict(text):
+    def refuse(name):
+        raise ValueError(f"bare {name} in JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_record_and_cache_are_strict_json_and_round_trip(tmp_path):
+    import numpy as np
+
+    run = RunOutput(tmp_path, "demo")
+    values = {"np_nan": np.float64("nan"), "np_inf": np.float32("inf"), "py_nan": float("nan"),
+              "neg_inf": -np.inf, "array": np.array([1.0, np.nan, np.inf]), "ok": 0.5}
+    run.write_record({"values": values}, extra={"summary": {"t_loss": np.float64("inf")}})
+    record = _strict((tmp_path / "record.json").read_text())
+    assert record["parameters"]["values"] == {
+        "np_nan": "nan", "np_inf": "inf", "py_nan": "nan", "neg_inf": "-inf",
+        "array": [1.0, "nan", "inf"], "ok": 0.5}
+    assert record["summary"]["t_loss"] == "inf"
+    first = run.cached({"k": 1}, lambda: values)
+    (entry,) = run.cache_dir.glob("*.json")
+    _strict(entry.read_text())
+    again = RunOutput(tmp_path, "demo").cached({"k": 1}, lambda: None)
+    for got in (first, again):  # floats come back as floats, the same ones
+        assert np.isnan(got["np_nan"]) and got["np_inf"] == np.inf and got["neg_inf"] == -np.inf
+        assert got["array"][0] == 1.0 and np.isnan(got["array"][1]) and got["ok"] == 0.5

@@ -283,3 +283,57 @@ def test_large_d_is_cheap_and_finite():
     assert np.all(np.isfinite(lam)) and np.all((lam > 0) & (lam <= 1))
     alpha = condensation_threshold(model, t, VP())
     assert np.all(np.diff(alpha) < 0)
+
+
+# ----------------------------------------------------------------------------- issue 15, item 14
+def test_named_test_points_agree_with_finite_n():
+    """x="fresh" and x=None are the same fresh-point average in rem and finite_n (was "could not
+    convert string to float"); x="origin" is the point x = 0 in both."""
+    from geomem.theory import finite_n_expectations
+
+    fresh = freezing_parameter(FIG4, 0.01, 1000, VE(), x="fresh")
+    assert fresh == freezing_parameter(FIG4, 0.01, 1000, VE(), x=None)
+    assert 0.0 < fresh < 1.0
+    origin = freezing_parameter(FIG4, 0.01, 1000, VE(), x="origin")
+    assert origin == freezing_parameter(FIG4, 0.01, 1000, VE(), x=np.zeros(30))
+    gauss = LinearManifold(2, (2,), stds=1.0)  # one energy group, two nodes: fast
+    by_name = finite_n_expectations(gauss, 0.1, 10, VP(), x=None, n_nodes=2)
+    assert by_name.sum_w2 == finite_n_expectations(gauss, 0.1, 10, VP(), x="fresh",
+                                                   n_nodes=2).sum_w2
+    for fn in (lambda x: freezing_parameter(FIG4, 0.01, 1000, VE(), x=x),
+               lambda x: finite_n_expectations(gauss, 0.1, 10, VP(), x=x)):
+        with pytest.raises(ValueError, match="x must be one of 'fresh', 'origin'"):
+            fn("centre")
+
+
+def test_underflowing_collapse_time_is_an_mpf_never_zero():
+    """log_n_train = 1e6 puts t_C near 3e-28963: far below float64, so it comes back as an mpf
+    (a float would be 0.0), and its log matches the log-SNR root (VE: t = e^{-l})."""
+    t = collapse_time(FIG4, None, VE(), log_n_train=1e6)
+    assert isinstance(t, mpmath.mpf) and t > 0
+    level = collapse_log_snr(FIG4, log_n_train=1e6)
+    assert float(mpmath.log(t)) == pytest.approx(-level, rel=1e-12)
+    assert "never" in collapse_time.__doc__ and "0.0" in collapse_time.__doc__
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: freezing_parameter(FIG4, np.inf, 10, VE()),
+     "allowed 0 < t < inf, got inf"),
+    (lambda: freezing_parameter(FIG4, np.float64(-1.0), 10, VE()),
+     "allowed 0 < t < inf, got -1.0"),
+    (lambda: freezing_parameter(FIG4, [0.1, -2.0], 10, VE()),
+     "got -2.0 (first offending element)"),
+    (lambda: annealed_freezing_parameter(FIG4, 0.1, np.float64(1.0), VE()),
+     "allowed 2 <= n_train < inf, got 1.0"),
+    (lambda: freezing_parameter(FIG4, "soon", 10, VE()),
+     "t must be a real number or array, got the string 'soon'"),
+    (lambda: collapse_time(FIG4, None, GeometricVE(), log_n_train=1e6),
+     "lies above the largest log-SNR the schedule reaches"),
+])
+def test_messages_read_naturally(call, message):
+    """No 'np.float64(...)', no '<= inf', no numpy parse errors that omit the argument."""
+    with pytest.raises(ValueError) as info:
+        call()
+    text = str(info.value)
+    assert message in text
+    assert "np.float64" not in text and "<= inf" not in text

@@ -10,17 +10,24 @@ import torch
 from torch.func import jacrev, vmap
 
 from geomem.numerics.score_mlp import MLPConfig, ScoreMLP, torch_a_delta
+from geomem.numerics.memorization import denoiser_rank, score_jacobians, time_of_sigma
 from geomem.numerics.training import (
     PAPER_STEPS,
     TrainingConfig,
+    checkpoint_steps,
+    load_ensemble,
     load_score_model,
+    train_ensemble,
     train_or_load,
     train_score_model,
 )
 from geomem.theory.manifold import LinearManifold
 from geomem.theory.schedules import VP, GeometricVE
 
-TINY = {"width": 32, "time_dim": 32, "embed_dim": 16, "log_every": 50}
+TINY = {"width": 32, "depth": 2, "embed_dim": 16, "log_every": 50}
+#: ensemble vs separate training: the same arithmetic on stacked tensors; float32 batched and
+#: single matrix products may round differently, and 200 Adam steps can amplify that
+ENSEMBLE_RTOL = 1e-4
 
 
 @pytest.fixture(autouse=True)
@@ -39,8 +46,9 @@ def _data(n=256, seed=0):
 
 @pytest.mark.parametrize("schedule", ["GeometricVE", "VP"])
 def test_loss_decreases(schedule):
+    extra = {"t_min": 1e-3} if schedule == "VP" else {}
     result = train_score_model(_data(), TrainingConfig(steps=400, lr=3e-3, schedule=schedule,
-                                                       **TINY), seed=1)
+                                                       **TINY, **extra), seed=1)
     losses = result.losses[:, 1]
     assert result.losses.shape == (8, 2) and result.losses[-1, 0] == 400
     assert losses[-2:].mean() < 0.7 * losses[:2].mean()
@@ -71,7 +79,7 @@ def test_trained_jacobian_is_symmetric_ish_and_negative_on_a_line():
     result = train_score_model(model.sample(512, 0), TrainingConfig(steps=1500, lr=3e-3,
                                                                     **TINY), seed=0)
     net = result.model.double()
-    sched = GeometricVE()
+    sched = result.schedule
     t = float(sched.time_at_log_snr(-2 * np.log(0.3)))          # sigma = 0.3
     x = torch.as_tensor(model.sample(16, 1) + 0.3 * np.random.default_rng(2).standard_normal(
         (16, 4)))
@@ -93,11 +101,12 @@ def test_trained_jacobian_is_symmetric_ish_and_negative_on_a_line():
 
 def test_training_is_deterministic_and_checkpoints_round_trip(tmp_path):
     Y = _data(64)
-    config = TrainingConfig(steps=60, **TINY)
+    config = TrainingConfig(steps=60, first_checkpoint=10, **TINY)
     first = train_or_load(tmp_path, Y, config, seed=4, data_seed=0)
     assert not first.loaded and (first.path / "loss.csv").exists()
-    stored = json.loads((first.path / "config.json").read_text())
-    assert stored["data_seed"] == 0 and stored["training"]["steps"] == 60
+    stored = json.loads((first.path / "run.json").read_text())
+    assert stored["training"]["steps"] == 60 and stored["snapshots"][-1] == 60
+    assert first.config["data_seed"] == 0
     again = train_score_model(Y, config, seed=4)
     for p, q in zip(first.model.parameters(), again.model.parameters(), strict=True):
         assert torch.equal(p, q)
@@ -109,18 +118,110 @@ def test_training_is_deterministic_and_checkpoints_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(first.model(x, t), loaded.model(x, t))
         assert torch.equal(first.model(x, t), load_score_model(first.path).model(x, t))
+        assert torch.equal(first.model(x, t), load_score_model(first.path, step=60).model(x, t))
     other = train_or_load(tmp_path, Y, config, seed=5)
     assert other.path != first.path and not other.loaded
 
 
+def test_resume_equals_uninterrupted_training(tmp_path):
+    # 2k steps in one go == 1k steps, stop, and 1k more from the saved state (bit for bit:
+    # the state holds weights, EMA, optimiser and every random generator)
+    Y = _data(64)
+    whole = train_ensemble([Y], TrainingConfig(steps=2000, **TINY), [3])
+    folder = tmp_path / "run"
+    half = train_ensemble([Y], TrainingConfig(steps=1000, **TINY), [3], folder=folder)
+    assert half.step == 1000
+    resumed = train_ensemble([Y], TrainingConfig(steps=2000, **TINY), [3], folder=folder)
+    assert resumed.trained_steps == 1000
+    for p, q in zip(whole.network.parameters(), resumed.network.parameters(), strict=True):
+        assert torch.equal(p, q)
+    np.testing.assert_array_equal(whole.losses, resumed.losses)
+    snap = load_ensemble(folder, 1000)          # a snapshot of the first half is kept
+    assert snap.step == 1000 and 1000 in resumed.snapshots
+
+
+def test_interrupted_training_saves_its_state(tmp_path):
+    Y = _data(32)
+    config = TrainingConfig(steps=500, **TINY)
+
+    def stop(step, loss, rate):
+        if step == 150:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_ensemble([Y], config, [0], folder=tmp_path, progress=stop)
+    state = torch.load(tmp_path / "state.pt", weights_only=False)
+    assert state["step"] == 150                 # nothing trained is lost
+    rest = train_ensemble([Y], config, [0], folder=tmp_path)
+    whole = train_ensemble([Y], config, [0])
+    assert rest.trained_steps == 350
+    for p, q in zip(whole.network.parameters(), rest.network.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("architecture", ["mlp", "paper"])
+def test_ensemble_equals_separate_training(architecture):
+    # member i of a stacked ensemble == the network trained alone with seed i on data i
+    data = [_data(16, 0), _data(48, 1), _data(32, 2)]
+    seeds = [5, 6, 7]
+    cfg = TrainingConfig(steps=200, **TINY) if architecture == "mlp" else TrainingConfig.paper(
+        steps=200, lr=1e-3, width=16, depth=1, embed_dim=8, time_dim=16, log_every=50)
+    ensemble = train_ensemble(data, cfg, seeds)
+    x = torch.randn(9, 4)
+    for i, (Y, s) in enumerate(zip(data, seeds, strict=True)):
+        alone = train_score_model(Y, cfg, seed=s)
+        with torch.no_grad():
+            np.testing.assert_allclose(ensemble.member(i).score(x, 0.4).numpy(),
+                                       alone.score(x, 0.4).numpy(), rtol=ENSEMBLE_RTOL,
+                                       atol=ENSEMBLE_RTOL)
+        np.testing.assert_allclose(ensemble.losses[:, 1 + i], alone.losses[:, 1],
+                                   rtol=ENSEMBLE_RTOL)
+
+
+def test_checkpoint_steps_are_log_spaced():
+    steps = checkpoint_steps(100_000, per_decade=8, first=100)
+    assert steps[0] == 100 and steps[-1] == 100_000
+    per_decade = [sum(10**k <= s < 10 ** (k + 1) for s in steps) for k in (2, 3, 4)]
+    assert min(per_decade) >= 6                       # the resolution
+    assert np.all(np.diff(steps) > 0)
+    assert checkpoint_steps(150, 8, 100) == [100, 133, 150]
+    assert checkpoint_steps(50, 8, 100) == [50]
+
+
+def test_paper_preset():
+    cfg = TrainingConfig.paper()
+    assert (cfg.steps, cfg.lr, cfg.ema_decay, cfg.optimizer, cfg.architecture) == (
+        PAPER_STEPS, 1e-4, 0.9999, "radam", "paper")
+    assert cfg.sigma_max == 50.0 and cfg.schedule == "GeometricVE"
+    assert TrainingConfig().schedule == "GeometricVE"       # the contract's schedule name
+
+
+def test_fast_protocol_memorizes_small_n_and_not_large_n():
+    # the contract: 10k steps of the default protocol on Figure-4 generator data; at
+    # training points + noise, sigma = 0.02, count the denoiser-Jacobian singular values > 0.5
+    model = LinearManifold.figure4()
+    data = [model.sample(n, np.random.default_rng(n)) for n in (16, 1024)]
+    run = train_ensemble(data, TrainingConfig(steps=10_000), [0, 0])
+    sigma = 0.02
+    kept = []
+    for i, Y in enumerate(data):
+        net = run.member(i)
+        X = Y[:32] + sigma * np.random.default_rng(1).standard_normal((min(32, len(Y)), 30))
+        J = score_jacobians(net.score, X, time_of_sigma(net.schedule, sigma))
+        kept.append(float(denoiser_rank(J, 1.0, sigma**2).mean()))
+    assert kept[0] <= 2.0, kept
+    assert kept[1] >= 5.0, kept
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"steps": 0}, "steps"), ({"lr": 0.0}, "lr"), ({"ema_decay": 1.0}, "ema_decay"),
-    ({"schedule": "DDPM"}, "schedule"), ({"t_min": 0.0}, "t_min"),
-    ({"t_max": 2.0}, "t_max"), ({"width": 0}, "width")])
+    ({"schedule": "DDPM"}, "schedule"), ({"t_min": -1.0}, "t_min"),
+    ({"t_max": 2.0}, "t_max"), ({"width": 0}, "width"), ({"optimizer": "sgd"}, "optimizer"),
+    ({"architecture": "unet"}, "architecture"), ({"sigma_max": 0.001}, "sigma"),
+    ({"embed_dim": 3}, "embed_dim"), ({"schedule": "VP", "t_min": 0.0}, "t_min")])
 def test_bad_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        config = TrainingConfig(**kwargs)
-        config.mlp_config(3, 1.0)
+        TrainingConfig(**kwargs)
 
 
 def test_bad_data():
@@ -128,3 +229,5 @@ def test_bad_data():
         train_score_model(np.zeros(5), TrainingConfig(steps=1, **TINY))
     with pytest.raises(ValueError, match="Y"):
         train_score_model(np.full((4, 2), np.nan), TrainingConfig(steps=1, **TINY))
+    with pytest.raises(ValueError, match="seeds"):
+        train_ensemble([np.zeros((4, 2))], TrainingConfig(steps=1, **TINY), [0, 1])

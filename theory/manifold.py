@@ -21,7 +21,7 @@ from functools import cached_property
 import numpy as np
 from scipy import integrate, stats
 
-from ._checks import check_choice, check_int, check_positive
+from ._checks import check_choice, check_int, check_positive, show
 
 __all__ = ["LinearManifold"]
 
@@ -56,7 +56,8 @@ class LinearManifold:
         self.d = check_int("d", d, minimum=1)
         dims = np.atleast_1d(np.asarray(dims))
         if dims.ndim != 1 or dims.size == 0 or not np.issubdtype(dims.dtype, np.integer):
-            raise ValueError(f"dims must be a non-empty sequence of integers >= 1, got {dims!r}")
+            raise ValueError("dims must be a non-empty sequence of integers >= 1, got "
+                             f"{show(dims)}")
         if np.any(dims < 1):
             raise ValueError(f"dims out of range: each subspace dimension must be >= 1, got {dims}")
         if int(dims.sum()) > self.d:

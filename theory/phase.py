@@ -55,7 +55,8 @@ from .rem import (
 )
 from .schedules import VE, Schedule, get_schedule
 
-__all__ = ["PHASE_METHODS", "PhaseDiagram", "phase_diagram"]
+__all__ = ["LOSS_FRACTION", "PHASE_METHODS", "PhaseDiagram", "gap_fraction", "gap_retained",
+           "phase_diagram"]
 
 #: theories with a phase diagram
 PHASE_METHODS = ("paper", "rem")
@@ -162,6 +163,29 @@ class PhaseDiagram:
         return rows
 
 
+# ----------------------------------------------------------------------------- gap criterion
+def gap_fraction(value: Any, a: Any, delta: Any, variance: Any) -> np.ndarray:
+    """Linear-scale fraction of the population gap kept by a Jacobian value (dimensionless).
+
+    ``(1 - Delta sigma) / (1 - Delta/(Delta + a^2 v))`` for a singular value or absolute
+    eigenvalue ``sigma`` (1/units^2) of a direction of variance ``v``: 1 at the population
+    value ``1/(Delta + a^2 v)``, 0 at the normal value ``1/Delta``. All arguments broadcast.
+    At ``sigma = 1/(Delta + lam a^2 v)`` it equals the "rem" retained fraction
+    ``lam (1 + r)/(1 + lam r)``, ``r = a^2 v/Delta``. The Monte-Carlo and network measurements
+    (:func:`geomem.numerics.retained.subspace_retained_dimension`) call this function.
+    """
+    value, a, delta = np.asarray(value), np.asarray(a), np.asarray(delta)
+    population_gap = 1.0 - delta / (delta + a * a * np.asarray(variance))
+    return (1.0 - delta * value) / population_gap
+
+
+def gap_retained(fraction: Any, threshold: float = LOSS_FRACTION) -> np.ndarray:
+    """The phase criterion: a gap fraction counts as retained iff ``fraction >= threshold``
+    (bool array). :func:`phase_diagram` marks a subspace lost where this is False, and every
+    retained-dimension measurement counts the values for which it is True."""
+    return np.asarray(fraction) >= threshold
+
+
 # ----------------------------------------------------------------------------- helpers
 def _times_or_nan(schedule: Schedule, log_snr: np.ndarray) -> np.ndarray:
     """t(l) as float64; NaN where l maps outside (0, t_max] or not to a normal float."""
@@ -205,8 +229,13 @@ def _log_snr_range(model: LinearManifold, schedule: Schedule) -> tuple[float, fl
 
 
 def _half_gap_lam(r: np.ndarray, gap: str) -> np.ndarray:
-    """The lam at which a subspace of SNR r keeps exactly half its gap on scale ``gap``."""
-    return 1.0 / (2.0 + r) if gap == "linear" else 1.0 / (1.0 + np.sqrt(1.0 + r))
+    """The lam at which a subspace of SNR r keeps exactly ``LOSS_FRACTION`` of its gap on
+    scale ``gap`` (the root of ``_rem_retained(lam, r, gap) = LOSS_FRACTION``; for 1/2:
+    ``1/(2 + r)`` linear, ``1/(1 + sqrt(1 + r))`` log)."""
+    f = LOSS_FRACTION
+    if gap == "linear":
+        return f / (1.0 + r * (1.0 - f))
+    return np.expm1(f * np.log1p(r)) / r
 
 
 def _rem_retained(lam: np.ndarray, r: np.ndarray, gap: str) -> np.ndarray:
@@ -290,7 +319,7 @@ def phase_diagram(model: LinearManifold, n_train_values: Any, t_values: Any,
         lam = annealed_freezing_parameter(model, t[None, :], n_train[:, None], schedule)
         r = (a2 / delta)[None, :, None] * variances  # (1, nT, K)
         retained = np.clip(_rem_retained(lam[..., None], r, gap), 0.0, 1.0)
-        condensed = lam[..., None] < _half_gap_lam(r, gap)
+        condensed = ~gap_retained(retained)
         globally = lam < 1.0
         sub_boundary = _rem_subspace_boundaries(model, schedule, log_n, variances, gap)
         global_boundary = collapse

@@ -41,14 +41,26 @@ import mpmath
 import numpy as np
 from scipy import special
 
-from ._checks import check_finite_array, check_int
+from ._checks import check_choice, check_finite_array, check_int, show
 from ._quadrature import chi2_product_rule
+from ._rem_kernels import (
+    _MAX_NEWTON,
+    _RESIDUAL_RTOL,
+    _STEP_ULPS,
+    _group_kl,
+    _log_n,
+    _log_n_fast,
+    _project_groups,
+    _snr,
+    _solve_lam,
+    _variance_groups,
+)
 from .manifold import LinearManifold
-from .population import effective_direction_variances
 from .schedules import Schedule, get_schedule
 
 __all__ = [
     "MAX_QUADRATURE_POINTS",
+    "TEST_POINTS",
     "annealed_freezing_parameter",
     "annealed_tilted_kl",
     "collapse_log_snr",
@@ -58,14 +70,6 @@ __all__ = [
     "tilted_kl",
 ]
 
-#: below this, log1p(y) - y/(1+y) loses digits to cancellation; its 6-term series is exact to 1e-18
-_SERIES_CUTOFF = 1e-3
-#: Newton iterations stop when a step is below this many ulps of the iterate (float64 limit)
-_STEP_ULPS = 8.0
-#: relative residual |f| / ln N accepted after the iteration cap (never reached in practice)
-_RESIDUAL_RTOL = 1e-9
-#: safeguard on the number of vectorised Newton iterations (convergence takes 5-40)
-_MAX_NEWTON = 400
 #: a group whose mean KL contribution stays below this fraction of ln N is integrated at its mean
 _NEGLIGIBLE_KL_FRACTION = 1e-8
 #: tensor-product quadrature budget (nodes^groups); beyond it the averaged lam* is refused
@@ -74,186 +78,11 @@ MAX_QUADRATURE_POINTS = 4096
 _MIN_NODES = 6
 #: default nodes per group (kink of lam*(x) at the threshold limits accuracy to ~1e-3 anyway)
 _DEFAULT_NODES = 32
+#: the named test points accepted by ``x`` (also by finite_n_expectations): the average over
+#: fresh points x ~ p_t, or x = 0
+TEST_POINTS = ("fresh", "origin")
 #: elements of the (points x quadrature nodes) work array handled per chunk (memory cap)
 _CHUNK_ELEMENTS = 1 << 20
-
-
-# ----------------------------------------------------------------------------- input helpers
-def _check_model(model: Any) -> LinearManifold:
-    if not isinstance(model, LinearManifold):
-        raise ValueError(f"model must be a LinearManifold, got {type(model).__name__}")
-    return model
-
-
-def _variance_groups(model: LinearManifold) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct positive effective variances ``v`` (G,), multiplicities ``m`` (G,) and the group
-    index of every direction (d,) (-1 for zero-variance directions, which never contribute)."""
-    variances = effective_direction_variances(_check_model(model))
-    distinct, inverse = np.unique(variances, return_inverse=True)
-    counts = np.bincount(inverse, minlength=distinct.size).astype(np.float64)
-    positive = distinct > 0
-    if not np.any(positive):
-        raise ValueError("model has no direction with positive variance (stds must be > 0)")
-    new_index = np.cumsum(positive) - 1
-    direction_group = np.where(positive[inverse], new_index[inverse], -1)
-    return distinct[positive], counts[positive], direction_group
-
-
-def _log_n(n_train: Any, log_n_train: Any) -> tuple[np.ndarray, bool]:
-    """ln N as a float64 array (and whether the input was a scalar).
-
-    Accepts N as int (any size: Python ints beyond float range work), float, ``mpmath.mpf``,
-    arrays (float or object arrays of mpf/int), or ln N directly via ``log_n_train``.
-    """
-    if (n_train is None) == (log_n_train is None):
-        raise ValueError("give exactly one of n_train (N >= 2) or log_n_train (ln N >= ln 2)")
-    if log_n_train is not None:
-        raw = log_n_train
-        arr = np.asarray(
-            [float(v) for v in np.ravel(raw)] if np.asarray(raw).dtype == object else raw,
-            dtype=np.float64).reshape(np.shape(raw))
-        too_small = arr < math.log(2.0) * (1 - 1e-15)  # tolerate ln 2 computed in float
-        if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(too_small):
-            raise ValueError(
-                f"log_n_train out of range: allowed ln 2 <= log_n_train < inf, got {raw!r}")
-        return arr, arr.ndim == 0
-    if np.asarray(n_train).dtype.kind in "iuf":  # plain numbers: vectorised
-        return _log_n_fast(n_train), np.ndim(n_train) == 0
-    values = np.asarray(n_train, dtype=object) if not isinstance(n_train, np.ndarray) else n_train
-    flat = np.ravel(values)
-    if flat.size == 0:
-        raise ValueError("n_train must be non-empty; allowed 2 <= n_train < inf")
-    out = np.empty(flat.size)
-    for i, n in enumerate(flat):  # per element only to accept huge ints / mpf; cheap
-        try:
-            if isinstance(n, mpmath.mpf):
-                ok = mpmath.isfinite(n) and n >= 2
-                log_value = float(mpmath.log(n)) if ok else np.nan
-            elif isinstance(n, (int, np.integer)) and not isinstance(n, bool):
-                ok = int(n) >= 2
-                log_value = math.log(int(n)) if ok else np.nan
-            else:
-                f = float(n)
-                ok = math.isfinite(f) and f >= 2
-                log_value = math.log(f) if ok else np.nan
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"n_train out of range: allowed 2 <= n_train < inf, got {n!r}")
-        out[i] = log_value
-    return out.reshape(np.shape(values)), np.ndim(values) == 0
-
-
-def _log_n_fast(n_train: Any) -> np.ndarray:
-    """ln N for plain numeric input (vectorised); falls back to :func:`_log_n` otherwise."""
-    arr = np.asarray(n_train)
-    if arr.dtype.kind in "iuf":
-        arr = arr.astype(np.float64)
-        if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr < 2):
-            raise ValueError(f"n_train out of range: allowed 2 <= n_train < inf, got {n_train!r}")
-        return np.log(arr)
-    return _log_n(n_train, None)[0]
-
-
-def _snr(model_v: np.ndarray, t: Any, schedule: Schedule) -> tuple[np.ndarray, np.ndarray]:
-    """Per-group SNR ``r = a^2 v / Delta`` (..., G) and Delta (...) for times t."""
-    t = schedule.check_time(t)
-    log_snr = schedule.log_snr(t)
-    r = np.exp(log_snr[..., None] + np.log(model_v))
-    if not np.all(np.isfinite(r)):
-        raise ValueError("t too small: a^2 v / Delta overflows float64 at this time")
-    return r, schedule.delta(t)
-
-
-# ----------------------------------------------------------------------------- KL kernels
-def _log1p_minus_ratio(y: np.ndarray) -> np.ndarray:
-    """``ln(1+y) - y/(1+y) = 1/P - 1 + ln P`` with P = 1+y, accurate for y -> 0 (y >= 0)."""
-    small = y < _SERIES_CUTOFF
-    ys = np.where(small, y, 0.0)
-    series = ys * ys * (0.5 - ys * (2 / 3 - ys * (0.75 - ys * (0.8 - ys * (5 / 6 - ys * 6 / 7)))))
-    yl = np.where(small, 1.0, y)
-    return np.where(small, series, np.log1p(yl) - yl / (1.0 + yl))
-
-
-def _group_kl(lam: np.ndarray, r: np.ndarray, m: np.ndarray, u: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """KL(q_lam||p) and its derivative in ln(lam), summed over groups.
-
-    lam (...), r (..., G) per-group SNR, m (G,) multiplicities, u (..., G) = |P_g x|^2 / Delta.
-    Written with A = lam r / P in [0, 1) so that huge SNRs never overflow.
-    """
-    lam_ = lam[..., None]
-    y = lam_ * r
-    p = 1.0 + y
-    a_frac = y / p
-    mean_part = a_frac * (lam_ * u / p)  # = mu^2 summed over the group
-    kl = 0.5 * np.sum(m * _log1p_minus_ratio(y) + mean_part, axis=-1)
-    # d KL / d ln(lam) = (lam^2/2) sum (r^2/P^2 + 2 r u / P^3)
-    slope = 0.5 * np.sum(m * a_frac**2 + 2.0 * mean_part / p, axis=-1)
-    return kl, slope
-
-
-def _solve_lam(r: np.ndarray, m: np.ndarray, u: np.ndarray, log_n: np.ndarray) -> np.ndarray:
-    """lam* in (0, 1] with KL(q_lam*) = ln N, vectorised over the leading axes.
-
-    Safeguarded Newton in theta = ln(lam) inside the bracket [theta_lo, 0], where
-    theta_lo follows from KL <= lam^2 (sum m r^2/4 + sum r u/2) (since ln(1+y) - y/(1+y) <= y^2/2).
-    """
-    shape = np.broadcast_shapes(r.shape[:-1], u.shape[:-1], log_n.shape)
-    r = np.broadcast_to(r, shape + r.shape[-1:])
-    u = np.broadcast_to(u, shape + u.shape[-1:])
-    log_n = np.broadcast_to(log_n, shape)
-    kl_one, _ = _group_kl(np.ones(shape), r, m, u)
-    lam = np.ones(shape)
-    active = kl_one > log_n
-    if not np.any(active):
-        return lam
-    r_a, u_a, target = r[active], u[active], log_n[active]
-    with np.errstate(divide="ignore"):
-        log_terms = np.concatenate(
-            [np.log(m / 4.0) + 2.0 * np.log(r_a), np.log(0.5 * r_a) + np.log(u_a)], axis=-1)
-    log_bound = special.logsumexp(log_terms, axis=-1)
-    lo = np.minimum(0.5 * (np.log(target) - log_bound), 0.0)
-    hi = np.zeros_like(lo)
-    theta = hi.copy()  # KL is close to convex in theta: Newton from the right converges fast
-    todo = np.arange(theta.size)  # indices still iterating (converged ones drop out)
-    eps = _STEP_ULPS * np.finfo(np.float64).eps
-    for _ in range(_MAX_NEWTON):
-        th = theta[todo]
-        kl, slope = _group_kl(np.exp(th), r_a[todo], m, u_a[todo])
-        f = kl - target[todo]
-        hi_t = np.where(f > 0, th, hi[todo])
-        lo_t = np.where(f <= 0, th, lo[todo])
-        hi[todo], lo[todo] = hi_t, lo_t
-        with np.errstate(divide="ignore", invalid="ignore"):
-            step = f / slope
-        tol = eps * np.maximum(1.0, np.abs(th))
-        # converged: Newton step at rounding level, or bracket collapsed
-        done = (np.abs(step) <= tol) | (hi_t - lo_t <= tol)
-        proposal = th - step
-        bad = ~np.isfinite(proposal) | (proposal <= lo_t) | (proposal >= hi_t)
-        proposal = np.where(bad, 0.5 * (lo_t + hi_t), proposal)
-        theta[todo] = np.where(done, th, proposal)
-        todo = todo[~done]
-        if todo.size == 0:
-            break
-    kl, _ = _group_kl(np.exp(theta), r_a, m, u_a)
-    if not np.all(np.abs(kl - target) <= _RESIDUAL_RTOL * target):
-        raise RuntimeError("freezing-parameter solver did not converge (please report)")
-    lam[active] = np.exp(theta)
-    return lam
-
-
-def _project_groups(x: np.ndarray, model: LinearManifold, direction_group: np.ndarray,
-                    n_groups: int) -> np.ndarray:
-    """Squared norms |P_g x|^2 (..., G) of x (..., d) on the variance groups."""
-    coords = x @ model.basis
-    sq = coords**2
-    keep = direction_group >= 0
-    onehot = np.zeros((model.d, n_groups))
-    onehot[np.flatnonzero(keep), direction_group[keep]] = 1.0
-    return sq @ onehot
-
 
 # ----------------------------------------------------------------------------- public API
 def tilted_kl(lam: Any, x: Any, model: LinearManifold, t: Any, schedule: Schedule | str
@@ -268,7 +97,7 @@ def tilted_kl(lam: Any, x: Any, model: LinearManifold, t: Any, schedule: Schedul
     x = check_finite_array("x", x, last_dim=model.d)
     lam = np.asarray(lam, dtype=np.float64)
     if lam.size == 0 or not np.all(np.isfinite(lam)) or np.any(lam <= 0) or np.any(lam > 1):
-        raise ValueError(f"lam out of range: allowed 0 < lam <= 1, got {lam!r}")
+        raise ValueError(f"lam out of range: allowed 0 < lam <= 1, got {show(lam)}")
     r, delta = _snr(v, t, schedule)
     u = _project_groups(x, model, groups, v.size) / delta[..., None]
     shape = np.broadcast_shapes(lam.shape, r.shape[:-1], u.shape[:-1])
@@ -287,7 +116,7 @@ def annealed_tilted_kl(lam: Any, model: LinearManifold, t: Any, schedule: Schedu
     v, m, _ = _variance_groups(model)
     lam = np.asarray(lam, dtype=np.float64)
     if lam.size == 0 or not np.all(np.isfinite(lam)) or np.any(lam <= 0) or np.any(lam > 1):
-        raise ValueError(f"lam out of range: allowed 0 < lam <= 1, got {lam!r}")
+        raise ValueError(f"lam out of range: allowed 0 < lam <= 1, got {show(lam)}")
     r, _ = _snr(v, t, schedule)
     shape = np.broadcast_shapes(lam.shape, r.shape[:-1])
     kl, _ = _group_kl(np.broadcast_to(lam, shape), r, m, m * (1.0 + r))
@@ -351,9 +180,11 @@ def _time_from_log_snr(schedule: Schedule, level: float, name: str) -> Any:
     if not (math.isfinite(t) and t >= np.finfo(np.float64).tiny):
         t = schedule.time_at_log_snr(mpmath.mpf(level))
     if not (t > 0 and t <= schedule.t_max):
+        side = ("above the largest log-SNR the schedule reaches (as t -> 0): N is too large"
+                if t <= 0 else "below the smallest log-SNR the schedule reaches: N is too small")
         raise ValueError(
-            f"{name} out of range: the collapse time {mpmath.nstr(t, 6)} lies outside the "
-            f"{schedule.name} domain 0 < t <= {schedule.t_max}")
+            f"{name} out of range: the threshold log-SNR {level:.6g} lies {side} for a "
+            f"collapse inside the {schedule.name} domain 0 < t <= {schedule.t_max:g}")
     return t
 
 
@@ -366,11 +197,13 @@ def collapse_time(model: LinearManifold, n_train: Any, schedule: Schedule | str,
     pass ``n_train=None, log_n_train=ln N``.
 
     Returns, for scalar input, a float — or an ``mpmath.mpf`` when t_C is outside the normal
-    float64 range (e.g. d = 1, N = 1e300 under VE gives t_C ~ e^-1380); for array input a
-    float64 array of the input's shape, or an object array of ``mpf`` if any entry is not
-    representable. ValueError (naming n_train) when the root lies outside the schedule's time
-    domain (e.g. beyond a DDPM schedule's last step). Relative accuracy ~1e-13 (the float64
-    log-SNR root; the time map itself is evaluated in mpmath when needed).
+    float64 range (e.g. d = 1, N = 1e300 under VE gives t_C ~ e^-1380; the figure-4 model with
+    ``log_n_train=1e6`` gives t_C ~ 3e-28963): an answer that underflows float64 is never
+    returned as 0.0 (``float()`` of the mpf would give 0.0: keep the mpf or take its log); for
+    array input a float64 array of the input's shape, or an object array of ``mpf`` if any
+    entry is not representable. ValueError (naming n_train) when the root lies outside the
+    schedule's time domain (e.g. beyond a DDPM schedule's last step). Relative accuracy ~1e-13
+    (the float64 log-SNR root; the time map itself is evaluated in mpmath when needed).
     """
     schedule = get_schedule(schedule)
     name = "n_train" if log_n_train is None else "log_n_train"
@@ -404,15 +237,16 @@ def annealed_freezing_parameter(model: LinearManifold, t: Any, n_train: Any,
 
 
 def freezing_parameter(model: LinearManifold, t: Any, n_train: Any, schedule: Schedule | str,
-                       x: Any = None, *, n_nodes: int | None = None) -> np.ndarray:
+                       x: Any = "fresh", *, n_nodes: int | None = None) -> np.ndarray:
     """Freezing parameter lam* in (0, 1]: ``KL(q_lam*||p) = ln N`` at test point x.
 
     lam* = 1 where ``KL(q_1||p) <= ln N`` (not condensed); continuous across the threshold.
 
     x : (..., d) test points in the ambient basis -> lam* of shape broadcast(t, n_train,
-        x.shape[:-1]). Solved by a vectorised safeguarded Newton iteration in ln(lam)
-        (relative accuracy ~1e-15).
-    x = None : the *quenched* average ``E_x lam*(x)`` over fresh test points x ~ p_t (Gaussian
+        x.shape[:-1]); ``"origin"`` is the single point x = 0. Solved by a vectorised
+        safeguarded Newton iteration in ln(lam) (relative accuracy ~1e-15).
+    x = None or ``"fresh"`` (as in :func:`~geomem.theory.finite_n.finite_n_expectations`) :
+        the *quenched* average ``E_x lam*(x)`` over fresh test points x ~ p_t (Gaussian
         with the effective variances: ``|P_g x|^2 = (a^2 v_g + Delta) chi^2_{m_g}``), computed by
         a deterministic tensor-product generalized Gauss-Laguerre rule (Golub-Welsch) over the
         groups of equal variance (``n_nodes`` per group, default 32, capped so that nodes^groups <=
@@ -424,6 +258,9 @@ def freezing_parameter(model: LinearManifold, t: Any, n_train: Any, schedule: Sc
     """
     schedule = get_schedule(schedule)
     v, m, groups = _variance_groups(model)
+    if isinstance(x, str):
+        check_choice("x", x, TEST_POINTS)
+        x = None if x == "fresh" else np.zeros(model.d)
     log_n = _log_n_fast(n_train)
     r, delta = _snr(v, t, schedule)
     if x is not None:
@@ -460,3 +297,4 @@ def freezing_parameter(model: LinearManifold, t: Any, n_train: Any, schedule: Sc
         out[sl] = lam @ weights
     # weights sum to 1 only to rounding: keep an average of values in (0, 1] inside (0, 1]
     return np.minimum(out, 1.0).reshape(shape)
+

@@ -14,13 +14,14 @@ No theory formula hard-codes a schedule: they all go through these methods.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import mpmath
 import numpy as np
 
-from ._checks import check_choice, check_int, check_positive
+from ._checks import as_real, check_choice, check_int, check_positive, show
 
 __all__ = ["DDPM", "VE", "VP", "GeometricVE", "Schedule", "get_schedule"]
 
@@ -34,14 +35,15 @@ class Schedule:
 
     def check_time(self, t: Any, name: str = "t") -> np.ndarray:
         """Float64 array of times after checking 0 < t <= t_max."""
-        arr = np.asarray(t, dtype=np.float64)
-        if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0) or np.any(
-            arr > self.t_max
-        ):
-            raise ValueError(
-                f"{name} out of range for the {self.name} schedule: allowed 0 < {name} <= "
-                f"{self.t_max}, got {t!r}"
-            )
+        arr = as_real(name, t)
+        bad = ~np.isfinite(arr) | (arr <= 0) | (arr > self.t_max)
+        if arr.size == 0 or np.any(bad):
+            upper = "< inf" if math.isinf(self.t_max) else f"<= {self.t_max:g}"
+            got = "an empty array" if arr.size == 0 else (
+                show(t) if arr.ndim == 0 else f"{show(arr[bad].ravel()[0])} (first offending "
+                "element)")
+            raise ValueError(f"{name} out of range for the {self.name} schedule: allowed "
+                             f"0 < {name} {upper}, got {got}")
         return arr
 
     def a(self, t: Any) -> np.ndarray:

@@ -18,27 +18,44 @@ Executors:
   thread per worker so that workers do not oversubscribe the cores;
 - :class:`DaskExecutor` -- a Dask distributed client, either connecting to a running scheduler
   (``--scheduler tcp://host:port``) or starting a ``LocalCluster`` (``--dask-workers N``).
+
+Interrupts: pool workers ignore SIGINT (only the parent handles Ctrl-C), and
+:func:`interrupts_raise` (used by the ``geomem`` entry point) turns SIGINT and SIGTERM in the
+parent into a ``KeyboardInterrupt``. When
+a sweep stops early for any reason, :class:`ProcessExecutor` terminates its workers (SIGTERM,
+then SIGKILL after :data:`TERMINATE_GRACE` s) instead of waiting for the running points, so a
+command stops within seconds and leaves no worker behind; every point finished before the
+interrupt is already cached, so the next run resumes from there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import sys
+import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Annotated, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
-import typer
 
-from .progress import progress
-from .records import RunOutput, to_jsonable
+from .options import (
+    DaskWorkersOption,
+    SchedulerOption,
+    WorkersOption,
+    check_scheduler_address,
+)
+from .progress import progress, resumed
+from .records import RunOutput, dumps, from_jsonable
 
 __all__ = [
     "DaskExecutor",
     "Executor",
+    "Interrupts",
     "ProcessExecutor",
     "SerialExecutor",
+    "TERMINATE_GRACE",
+    "interrupts_raise",
     "make_executor",
     "point_seed",
     "run_grid",
@@ -47,8 +64,8 @@ __all__ = [
     "WorkersOption",
 ]
 
-#: URL schemes a Dask scheduler address may use
-_SCHEDULER_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
+#: seconds a terminated pool worker gets to exit before it is killed
+TERMINATE_GRACE = 2.0
 
 Task = Callable[[Mapping[str, Any], np.random.SeedSequence], Any]
 
@@ -62,7 +79,7 @@ def point_seed(seed: int, index: int) -> np.random.SeedSequence:
 
 def _json_round_trip(result: Any) -> Any:
     """The result exactly as it will be read back from the cache (lists, floats, str keys)."""
-    return json.loads(json.dumps(to_jsonable(result), sort_keys=True))
+    return from_jsonable(json.loads(dumps(result, sort_keys=True)))
 
 
 def _run_point(task: Task, point: Mapping[str, Any], seed: int, index: int) -> Any:
@@ -71,6 +88,8 @@ def _run_point(task: Task, point: Mapping[str, Any], seed: int, index: int) -> A
 
 def _limit_worker_threads() -> None:
     """Worker initializer: one BLAS and one numba thread per worker process."""
+    with contextlib.suppress(ValueError):  # not the main thread (threaded Dask workers)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                 "NUMBA_NUM_THREADS"):
         os.environ[var] = "1"
@@ -145,14 +164,37 @@ class ProcessExecutor:
         pool = self._ensure_pool()
         futures = {pool.submit(_run_point, task, point, seed, index): index
                    for index, point in jobs}
+        finished = False
         try:
             for fut in as_completed(futures):
                 yield futures[fut], fut.result()
+            finished = True
         finally:
             for fut in futures:
                 fut.cancel()
+            if not finished:  # interrupted, failed or abandoned: do not wait for the workers
+                self.terminate()
+
+    def terminate(self) -> None:
+        """Stop every worker now (SIGTERM, SIGKILL after ``TERMINATE_GRACE`` s); a later
+        :meth:`run` starts a fresh pool."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        for proc in processes:
+            with contextlib.suppress(OSError, ValueError):
+                proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:
+            with contextlib.suppress(OSError, ValueError, AssertionError):
+                proc.join(TERMINATE_GRACE)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(TERMINATE_GRACE)
 
     def close(self) -> None:
+        """Shut the pool down, waiting for running points (after a finished sweep)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -160,7 +202,9 @@ class ProcessExecutor:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
+        if exc_type is not None:
+            self.terminate()
         self.close()
 
     def describe(self) -> dict:
@@ -182,7 +226,7 @@ class DaskExecutor:
             raise ValueError("DaskExecutor needs exactly one of scheduler= (an address such as "
                              "tcp://host:8786) or n_workers= (a LocalCluster size >= 1)")
         if scheduler is not None:
-            _check_scheduler(scheduler)
+            check_scheduler_address(scheduler)
         if n_workers is not None and (isinstance(n_workers, bool) or n_workers < 1):
             raise ValueError(f"dask_workers out of range: allowed >= 1, got {n_workers!r}")
         self.scheduler = scheduler
@@ -241,13 +285,6 @@ class DaskExecutor:
                 "dask_workers": self.n_workers}
 
 
-def _check_scheduler(scheduler: str) -> None:
-    if not isinstance(scheduler, str) or not scheduler.startswith(_SCHEDULER_SCHEMES) or (
-            len(scheduler.split("://", 1)[1]) == 0):
-        raise ValueError(f"scheduler must be a Dask scheduler address such as tcp://host:8786 "
-                         f"(schemes {', '.join(_SCHEDULER_SCHEMES)}), got {scheduler!r}")
-
-
 def make_executor(workers: int = 2, scheduler: str | None = None,
                   dask_workers: int | None = None
                   ) -> SerialExecutor | ProcessExecutor | DaskExecutor:
@@ -296,8 +333,7 @@ def run_grid(task: Task, points: Sequence[Mapping[str, Any]], *, seed: int,
             pending.append((i, points[i]))
     done = len(points) - len(pending)
     if done and show_progress:
-        print(f"{label}: {done}/{len(points)} points read from cache", file=sys.stderr,
-              flush=True)
+        resumed(label, done, len(points))
     stream = executor.run(task, pending, int(seed))
     try:
         for index, result in progress(stream, label, total=len(pending),
@@ -316,10 +352,34 @@ def _never() -> Any:  # pragma: no cover - only called when the cache file vanis
     raise RuntimeError("cache entry disappeared while reading it")
 
 
-# Reusable typer options: every sweeping command takes the same three.
-WorkersOption = Annotated[int, typer.Option(
-    "--workers", min=1, help="Local worker processes (1 = run serially in this process).")]
-SchedulerOption = Annotated[str | None, typer.Option(
-    "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786 (overrides --workers).")]
-DaskWorkersOption = Annotated[int | None, typer.Option(
-    "--dask-workers", min=1, help="Start a Dask LocalCluster with this many workers.")]
+class Interrupts:
+    """The state of :func:`interrupts_raise`: ``signum`` of the first signal (None if none)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+
+@contextlib.contextmanager
+def interrupts_raise() -> Iterator[Interrupts]:
+    """While active (main thread only), SIGINT and SIGTERM both raise ``KeyboardInterrupt``
+    once, so ``finally`` blocks and executor clean-up run on either; further signals during
+    that clean-up are ignored (it is bounded by ``TERMINATE_GRACE``). Restores the old
+    handlers on exit; yields an :class:`Interrupts` recording which signal came."""
+    state = Interrupts()
+
+    def _raise(signum, frame):
+        if state.signum is None:
+            state.signum = signum
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = {sig: signal.signal(sig, _raise) for sig in handled}
+    except ValueError:  # not the main thread: leave signals alone
+        yield state
+        return
+    try:
+        yield state
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

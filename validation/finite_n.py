@@ -55,7 +55,6 @@ from ..theory.manifold import LinearManifold
 from ..theory.schedules import get_schedule
 from ._common import (
     CI_LEVEL,
-    EXECUTOR_OPTIONS,
     QUANTILES,
     bad_option,
     checked,
@@ -65,8 +64,17 @@ from ._common import (
     pyplot,
     summarize,
 )
-from .executors import DaskWorkersOption, SchedulerOption, WorkersOption, make_executor, run_grid
+from .executors import run_grid
 from .measurements import fresh_test_points
+from .options import (
+    DaskWorkersOption,
+    OutOption,
+    SchedulerOption,
+    SeedOption,
+    WorkersOption,
+    cli_executor,
+    quick_sizes,
+)
 from .records import RunOutput
 
 __all__ = [
@@ -449,7 +457,8 @@ def _parse_range(name: str, text: str) -> tuple[float, float]:
 def register(app: typer.Typer) -> None:
     @app.command("finite-n")
     def finite_n_cmd(
-        out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+        ctx: typer.Context,
+        out: OutOption = None,
         ds: Annotated[str, typer.Option(
             "--ds", help="Ambient dimensions d >= 2; subspace dims round(2d/30), round(5d/30).")
         ] = "30,100",
@@ -461,17 +470,19 @@ def register(app: typer.Typer) -> None:
                             ] = "{},{}".format(*DEFAULT_RANGES["VE"]),
         per_decade: Annotated[float, typer.Option(
             "--per-decade", help="Log-spaced times per decade.")] = 4.0,
-        n_train: Annotated[int, typer.Option("--n-train", min=1, help="Training set size N.")
-                           ] = 1000,
+        n_train: Annotated[int, typer.Option(
+            "--n-train", min=2, help="Training set size N >= 2 (the REM needs ln N > 0).")
+        ] = 1000,
         replicates: Annotated[int, typer.Option(min=2, help="Training sets R per t.")] = 200,
         n_test: Annotated[int, typer.Option("--n-test", min=1, help="Test points B per set.")
                           ] = 100,
         n_nodes: Annotated[int | None, typer.Option(
             "--n-nodes", min=1, help="Gauss-Laguerre nodes per energy group (exact theory; "
                                      "default: the theory module's).")] = None,
-        seed: Annotated[int, typer.Option(min=0)] = 0,
-        quick: Annotated[bool, typer.Option(help="Tiny sizes (tests): first d and schedule, "
-                                                 "3 times, 10 x 20 MC, 3 nodes.")] = False,
+        seed: SeedOption = 0,
+        quick: Annotated[bool, typer.Option(help="Tiny sizes (a smoke test): first d and "
+                                                 "schedule, 3 times, 10 x 20 MC, 3 nodes; "
+                                                 "sizes given explicitly win.")] = False,
         workers: WorkersOption = 2,
         scheduler: SchedulerOption = None,
         dask_workers: DaskWorkersOption = None,
@@ -491,10 +502,12 @@ def register(app: typer.Typer) -> None:
                   "VE": _parse_range("--ve-range", ve_range)}
         if not (per_decade > 0 and np.isfinite(per_decade)):
             raise bad_option("--per-decade", f"need a finite value > 0, got {per_decade!r}")
-        if quick:
-            d_list, names = d_list[:1], names[:1]
-            replicates, n_test = QUICK["replicates"], QUICK["n_test"]
-            n_nodes = QUICK["n_nodes"] if n_nodes is None else n_nodes
+        sizes = quick_sizes(ctx, quick, {"ds": None, "schedules": None,
+                                         "replicates": QUICK["replicates"],
+                                         "n_test": QUICK["n_test"], "n_nodes": QUICK["n_nodes"]})
+        d_list = d_list if sizes["ds"] is not None else d_list[:1]
+        names = names if sizes["schedules"] is not None else names[:1]
+        replicates, n_test, n_nodes = sizes["replicates"], sizes["n_test"], sizes["n_nodes"]
         t_values = {}
         for s in names:
             opt = f"--{s.lower()}-range"
@@ -503,7 +516,7 @@ def register(app: typer.Typer) -> None:
             else:
                 t_values[s] = checked(opt, time_grid, *ranges[s], per_decade=per_decade)
             checked(opt, get_schedule(s).check_time, t_values[s], "t")
-        executor = checked(EXECUTOR_OPTIONS, make_executor, workers, scheduler, dask_workers)
+        executor = cli_executor(workers, scheduler, dask_workers)
         with executor:
             _, _, summary = run_finite_n(
                 out or default_out(COMMAND), ds=d_list, schedules=names, t_values=t_values,

@@ -1,7 +1,8 @@
 """``geomem gahb``: geometry-adaptive harmonic bases of trained blind denoisers (THEORY 8).
 
-For each data set a blind bias-free denoiser is trained (or loaded from the checkpoint cache
-shared with ``geomem generalization``) on N images (digits: network A at the largest N of
+For each data set a blind bias-free denoiser is trained (or loaded from the checkpoint folder,
+``--cache-dir``, else ``$GEOMEM_CACHE``, else ``<out>/checkpoints``, which
+``geomem generalization`` can share) on N images (digits: network A at the largest N of
 ``generalization``; C^alpha images, alpha in {1, 2, 3}: N = ``--n-train`` images).
 
 At noisy images ``y = x + sigma z`` (x held out) it measures
@@ -27,7 +28,7 @@ import typer
 
 from geomem.numerics.denoisers import TrainConfig, denoiser_jacobian, train_or_load
 
-from ._common import bad_option, checked, default_out, parse_choices, pyplot
+from ._common import bad_option, checked, checkpoint_dir, default_out, parse_choices, pyplot
 from .generalization import (
     DATA_SEED,
     DEFAULT_CONFIG,
@@ -38,6 +39,7 @@ from .generalization import (
     default_n_values,
     trained_pair,
 )
+from .options import CacheDirOption, OutOption, QuickOption, SeedOption, quick_sizes
 from .progress import progress
 from .records import RunOutput
 
@@ -98,7 +100,7 @@ def run_gahb(out: Path, *, datasets: Sequence[str] = GAHB_DATASETS,
     """Train/load, measure (cached per data set and sigma), tabulate, draw, record. Digits use
     network A of ``generalization`` at N = ``digits_n`` (default: its largest N)."""
     run = RunOutput(out, COMMAND)
-    cache_dir = Path(cache_dir) if cache_dir is not None else Path("results") / "checkpoints"
+    cache_dir = checkpoint_dir(out, cache_dir)
     results, rows, spec_rows, summary = {}, [], [], {}
     for name in progress(datasets, "gahb datasets"):
         images = dataset_pool(name, size=size, pool=pool)
@@ -221,17 +223,17 @@ def _plot(run: RunOutput, results, rows, summary, datasets, sigmas) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("gahb")
     def gahb_cmd(
-        out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+        ctx: typer.Context,
+        out: OutOption = None,
         datasets: Annotated[str, typer.Option(help=f"Comma-separated, from {GAHB_DATASETS}.")
                             ] = ",".join(GAHB_DATASETS),
         n_train: Annotated[int, typer.Option("--n-train", help="Training images (C^alpha).")
                            ] = 1000,
         steps: Annotated[int | None, typer.Option(
             help="Adam steps per network (default: as `generalization`).")] = None,
-        cache_dir: Annotated[Path | None, typer.Option(
-            "--cache-dir", help="Checkpoint cache shared with `generalization`.")] = None,
-        seed: Annotated[int, typer.Option(help="Network / noise seed.")] = 0,
-        quick: Annotated[bool, typer.Option(help="Tiny run (tests).")] = False,
+        cache_dir: CacheDirOption = None,
+        seed: SeedOption = 0,
+        quick: QuickOption = False,
     ) -> None:
         """Jacobian eigenbases, Stein's identity and C^alpha MSE rates of trained denoisers."""
         names = parse_choices("--datasets", datasets, GAHB_DATASETS)
@@ -241,9 +243,11 @@ def register(app: typer.Typer) -> None:
                   if steps is not None else None)
         kwargs: dict[str, Any] = {}
         if quick:
-            config = QUICK_CONFIG
+            config = config if steps is not None else QUICK_CONFIG
             kwargs = {"sigmas": (0.05, 0.2), "n_test": 4, "n_jacobian": 2, "size": 8,
                       "pool": 40, "digits_n": 10}
-            n_train = min(n_train, 10)
-        run_gahb(out or default_out(COMMAND), datasets=names, n_train=n_train, config=config,
-                 cache_dir=cache_dir, seed=seed, **kwargs)
+            n_train = quick_sizes(ctx, quick, {"n_train": 10})["n_train"]
+        out = out or default_out(COMMAND)
+        cache = checked("--cache-dir", checkpoint_dir, out, cache_dir)
+        run_gahb(out, datasets=names, n_train=n_train, config=config,
+                 cache_dir=cache, seed=seed, **kwargs)

@@ -8,10 +8,12 @@ similarity and of the sample-vs-nearest-training-image similarity per N, the cro
 where the median A-vs-B similarity passes 0.9, and the paper-style rows (closest training
 image in S1, sample of A, sample of B, closest training image in S2).
 
-Trained networks are cached in ``--cache-dir`` (default ``results/checkpoints``), keyed by
-data set, N, subset, architecture, seed and steps, and reused by ``geomem gahb`` and
-``geomem image-dimensions``. Everything is scaled down for CPU (small nets, few thousand Adam
-steps instead of the paper's long training); the scale-down is written into record.json.
+Trained networks are cached in ``--cache-dir`` (else ``$GEOMEM_CACHE``, else
+``<out>/checkpoints``; :func:`geomem.validation._common.checkpoint_dir`), keyed by data set,
+N, subset, architecture, seed and steps, and reused by ``geomem gahb`` and
+``geomem image-dimensions`` when they are given the same folder. Everything is scaled down
+for CPU (small nets, few thousand Adam steps instead of the paper's long training); the
+scale-down is written into record.json.
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ from geomem.numerics.denoisers import BlindDenoiser, TrainConfig, train_or_load
 from geomem.numerics.images import DATASETS, load_dataset
 from geomem.numerics.sampler import cosine_similarity, sample
 
-from ._common import bad_option, checked, default_out, parse_choices, parse_ints, pyplot
+from ._common import (
+    bad_option,
+    checked,
+    checkpoint_dir,
+    default_out,
+    parse_choices,
+    parse_ints,
+    pyplot,
+)
+from .options import CacheDirOption, OutOption, QuickOption, SeedOption, quick_sizes
 from .progress import progress
 from .records import RunOutput
 
@@ -162,7 +173,7 @@ def run_generalization(out: Path, *, datasets: Sequence[str] = ("digits", "disks
                        n_rows: int = 3) -> dict[str, Any]:
     """Train (or load), sample, measure and draw; returns the summary per data set."""
     run = RunOutput(out, COMMAND)
-    cache_dir = Path(cache_dir) if cache_dir is not None else Path("results") / "checkpoints"
+    cache_dir = checkpoint_dir(out, cache_dir)
     rows, summary_rows, summary, per_dataset = [], [], {}, {}
     for name in datasets:
         images = dataset_pool(name, size=size, data_dir=data_dir, pool=pool)
@@ -269,27 +280,51 @@ def _plot_histograms(run: RunOutput, per_dataset, summary) -> None:
     plt.close(fig)
 
 
+def _quartet(res: dict[str, Any], i: int) -> np.ndarray:
+    """Sample ``i`` as one strip: closest in S1 | sample A | sample B | closest in S2, first
+    channel, separated by white gaps."""
+    panels = [res["closest_0"][i], res["samples"][0][i], res["samples"][1][i],
+              res["closest_1"][i]]
+    images = [np.clip(np.asarray(p, dtype=float)[0], 0.0, 1.0) for p in panels]
+    gap = np.ones((images[0].shape[0], max(1, images[0].shape[1] // 6)))
+    parts = [images[0]]
+    for img in images[1:]:
+        parts += [gap, img]
+    return np.concatenate(parts, axis=1)
+
+
 def _plot_rows(run: RunOutput, per_dataset, n_rows: int) -> None:
+    """A grid of sample strips: one column per N, ``n_rows`` rows per data set; each cell
+    shows closest-in-S1 | sample A | sample B | closest-in-S2 with the three similarities."""
     plt = pyplot()
-    lines = [(name, n, int(i)) for name, (grid, results) in per_dataset.items() for n in grid
-             for i in np.flatnonzero(results[n]["both_converged"])[:n_rows]]
-    fig, axes = plt.subplots(len(lines), 4, figsize=(5.2, 1.35 * len(lines)), squeeze=False)
-    titles = ["closest in S1", "sample A", "sample B", "closest in S2"]
-    for r, (name, n, i) in enumerate(lines):
-        res = per_dataset[name][1][n]
-        panels = [res["closest_0"][i], res["samples"][0][i], res["samples"][1][i],
-                  res["closest_1"][i]]
-        for c, img in enumerate(panels):
-            ax = axes[r, c]
-            ax.imshow(np.asarray(img)[0], cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(titles[c], fontsize=8)
-        axes[r, 0].set_ylabel(f"{name}\nN={n}", fontsize=7)
-        axes[r, 1].set_xlabel(f"A~S1 {res['train_sim_0'][i]:.2f}", fontsize=6)
-        axes[r, 2].set_xlabel(f"A~B {res['ab'][i]:.2f}", fontsize=6)
-        axes[r, 3].set_xlabel(f"B~S2 {res['train_sim_1'][i]:.2f}", fontsize=6)
+    n_cols = max(len(grid) for grid, _ in per_dataset.values())
+    n_lines = n_rows * len(per_dataset)
+    fig, axes = plt.subplots(n_lines, n_cols, figsize=(2.5 * n_cols, 1.05 * n_lines + 0.9),
+                             squeeze=False)
+    for d, (name, (grid, results)) in enumerate(per_dataset.items()):
+        for c in range(n_cols):
+            converged = (np.flatnonzero(results[grid[c]]["both_converged"])[:n_rows]
+                         if c < len(grid) else [])
+            for r in range(n_rows):
+                ax = axes[d * n_rows + r, c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c < len(grid) and r == 0:
+                    ax.set_title(f"{name}, N={grid[c]}", fontsize=9)
+                if c == 0:
+                    ax.set_ylabel(f"{name} #{r + 1}", fontsize=8)
+                if r >= len(converged):
+                    ax.set_frame_on(False)
+                    if c < len(grid) and r == 0:
+                        ax.text(0.5, 0.5, "no converged chain", ha="center", va="center",
+                                fontsize=8, transform=ax.transAxes)
+                    continue
+                res, i = results[grid[c]], int(converged[r])
+                ax.imshow(_quartet(res, i), cmap="gray", vmin=0, vmax=1)
+                ax.set_xlabel(f"S1~A {res['train_sim_0'][i]:.2f}   A~B {res['ab'][i]:.2f}   "
+                              f"B~S2 {res['train_sim_1'][i]:.2f}", fontsize=7)
+    fig.suptitle("Each cell: closest training image in S1 | sample of A | sample of B | "
+                 "closest in S2 (same sampler seed); cosine similarities below", fontsize=10)
     fig.tight_layout()
     run.save_figure(fig, "sample_rows")
     plt.close(fig)
@@ -298,7 +333,8 @@ def _plot_rows(run: RunOutput, per_dataset, n_rows: int) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("generalization")
     def generalization_cmd(
-        out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+        ctx: typer.Context,
+        out: OutOption = None,
         datasets: Annotated[str, typer.Option(help=f"Comma-separated, from {DATASETS}.")
                             ] = "digits,disks",
         n_values: Annotated[str | None, typer.Option(
@@ -310,14 +346,16 @@ def register(app: typer.Typer) -> None:
         arch: Annotated[str, typer.Option(help="bfcnn or unet.")] = DEFAULT_CONFIG.arch,
         samples: Annotated[int, typer.Option(help="Samples per network and N.")] = 64,
         size: Annotated[int, typer.Option(help="Side of synthetic images.")] = 16,
-        cache_dir: Annotated[Path | None, typer.Option(
-            "--cache-dir", help="Checkpoint cache (default results/checkpoints).")] = None,
+        cache_dir: CacheDirOption = None,
         data_dir: Annotated[str | None, typer.Option(
             "--data-dir", help="Folder with MNIST IDX / CIFAR-10 batches.")] = None,
-        seed: Annotated[int, typer.Option(help="Network / sampler seed.")] = 0,
-        quick: Annotated[bool, typer.Option(help="Tiny run (tests).")] = False,
+        seed: SeedOption = 0,
+        quick: QuickOption = False,
     ) -> None:
-        """Two denoisers on disjoint training sets: when do they generate the same images?"""
+        """Two denoisers on disjoint training sets: when do they generate the same images?
+
+        --quick: tiny networks, 8x8 images, 4 samples, N in 1,10, except for sizes given
+        explicitly."""
         names = parse_choices("--datasets", datasets, DATASETS)
         if samples < 1:
             raise bad_option("--samples", f"must be >= 1, got {samples}")
@@ -329,8 +367,12 @@ def register(app: typer.Typer) -> None:
                              steps=steps or DEFAULT_CONFIG.steps)
         pool = SYNTHETIC_POOL
         if quick:
-            config, samples, size, pool = QUICK_CONFIG, 4, 8, 40
+            sizes = quick_sizes(ctx, quick, {"samples": 4, "size": 8})
+            config = config if config is not None else QUICK_CONFIG
+            samples, size, pool = sizes["samples"], sizes["size"], 40
             grid = grid or [1, 10]
-        checked("--n-values", run_generalization, out or default_out(COMMAND), datasets=names,
-                n_values=grid, config=config, n_samples=samples, size=size, cache_dir=cache_dir,
+        out = out or default_out(COMMAND)
+        cache = checked("--cache-dir", checkpoint_dir, out, cache_dir)
+        checked("--n-values", run_generalization, out, datasets=names,
+                n_values=grid, config=config, n_samples=samples, size=size, cache_dir=cache,
                 data_dir=data_dir, seed=seed, pool=pool)

@@ -13,8 +13,13 @@ network keeps (tangent) and ~1/sigma^2 along those it removes. Two read-outs of 
 - ``shrinkage``: the number of eigenvalues of the symmetrised ``J_D`` above 1/2 (directions
   kept more than removed), a transparent cross-check.
 
-Beside them: scikit-dimension (skdim) estimates (lPCA, TwoNN, MLE) on the same N training
-images. Disks are a 5-dimensional manifold, so the recovered dimension should approach 5 as N
+Beside them: scikit-dimension (skdim, a core dependency) estimates (lPCA, TwoNN, MLE) on the
+same N training images; below ``SKDIM_MIN_POINTS`` images they are not computed (NaN, and the
+figure says so). Series without any finite value are left out of the figure's legend and
+named in a note instead. Checkpoints: ``--cache-dir``, else ``$GEOMEM_CACHE``, else
+``<out>/checkpoints`` (:func:`geomem.validation._common.checkpoint_dir`).
+
+Disks are a 5-dimensional manifold, so the recovered dimension should approach 5 as N
 grows (memorization: 0 kept directions at small N).
 """
 
@@ -35,6 +40,7 @@ from geomem.numerics.dimension import estimate_dimension
 from ._common import (
     bad_option,
     checked,
+    checkpoint_dir,
     default_out,
     parse_choices,
     parse_floats,
@@ -51,6 +57,7 @@ from .generalization import (
     default_n_values,
     trained_pair,
 )
+from .options import CacheDirOption, OutOption, QuickOption, SeedOption, quick_sizes
 from .progress import progress
 from .records import RunOutput
 
@@ -90,19 +97,19 @@ def spectral_dimensions(denoiser: torch.nn.Module, clean: np.ndarray, sigma: flo
 
 def skdim_estimates(images: np.ndarray) -> dict[str, float]:
     """skdim intrinsic-dimension estimates of the flattened images (NaN below
-    ``SKDIM_MIN_POINTS`` points or when an estimator fails on degenerate data)."""
+    ``SKDIM_MIN_POINTS`` points, checked before skdim is imported, or when an estimator fails
+    on degenerate data)."""
+    flat = images.reshape(len(images), -1)
+    out = {name: float("nan") for name in SKDIM_ESTIMATORS}
+    if len(flat) < SKDIM_MIN_POINTS:
+        return out
     import skdim
 
-    flat = images.reshape(len(images), -1)
-    out = {}
     for name in SKDIM_ESTIMATORS:
-        value = float("nan")
-        if len(flat) >= SKDIM_MIN_POINTS:
-            try:
-                value = float(getattr(skdim.id, name)().fit(flat).dimension_)
-            except (ValueError, np.linalg.LinAlgError):
-                value = float("nan")
-        out[name] = value
+        try:
+            out[name] = float(getattr(skdim.id, name)().fit(flat).dimension_)
+        except (ValueError, np.linalg.LinAlgError):
+            out[name] = float("nan")
     return out
 
 
@@ -114,7 +121,7 @@ def run_image_dimensions(out: Path, *, datasets: Sequence[str] = IMAGE_DATASETS,
                          pool: int = SYNTHETIC_POOL) -> dict[str, Any]:
     """Compute (cached per data set, N, sigma), tabulate, draw and record."""
     run = RunOutput(out, COMMAND)
-    cache_dir = Path(cache_dir) if cache_dir is not None else Path("results") / "checkpoints"
+    cache_dir = checkpoint_dir(out, cache_dir)
     rows, sk_rows, spectra, summary = [], [], {}, {}
     for name in datasets:
         images = dataset_pool(name, size=size, pool=pool)
@@ -153,6 +160,7 @@ def run_image_dimensions(out: Path, *, datasets: Sequence[str] = IMAGE_DATASETS,
          "train": {name: config_for(name, config).to_dict() for name in datasets},
          "size": size, "pool": pool,
          "cache_dir": str(cache_dir), "shrinkage_threshold": SHRINKAGE_THRESHOLD,
+         "skdim_min_points": SKDIM_MIN_POINTS,
          "jacobian": "exact (torch.func.jacrev, float64) at y = x0 + sigma z",
          "gap_estimator": f"geomem.numerics.dimension.estimate_dimension(method={GAP_METHOD!r})",
          "scale_down": "CPU: small BF-CNN denoisers from `geomem generalization` (network A); "
@@ -185,28 +193,48 @@ def _measure(run: RunOutput, cache_dir: Path, name: str, images: np.ndarray,
     return results, sk
 
 
+def _median(values) -> float:
+    """Median of the finite values (NaN, without a warning, when there are none)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else float("nan")
+
+
 def _plot(run: RunOutput, rows, sk_rows, spectra, datasets, sigmas) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 7.5), squeeze=False)
     for c, name in enumerate(datasets):
         ax = axes[0, c]
         grid = sorted({r["N"] for r in rows if r["dataset"] == name})
+        missing = []
         for i, s in enumerate(sigmas):
             for kind, style in (("gap_dimension", "o-"), ("shrinkage_dimension", "s--")):
-                med = [np.nanmedian([r[kind] for r in rows if r["dataset"] == name and r["N"] == n
-                                  and r["sigma"] == s]) for n in grid]
-                ax.semilogx(grid, med, style, color=f"C{i}",
-                            label=f"{kind.split('_')[0]}, sigma={s:g}")
+                med = [_median([r[kind] for r in rows if r["dataset"] == name and r["N"] == n
+                                and r["sigma"] == s]) for n in grid]
+                label = f"{kind.split('_')[0]}, sigma={s:g}"
+                if not np.any(np.isfinite(med)):
+                    missing.append(f"{label} (no spectral cliff found)")
+                    continue
+                ax.semilogx(grid, med, style, color=f"C{i}", label=label)
+        sk_n = [r["N"] for r in sk_rows if r["dataset"] == name]
         for j, est in enumerate(SKDIM_ESTIMATORS):
-            vals = [r[est] for r in sk_rows if r["dataset"] == name]
-            ax.semilogx([r["N"] for r in sk_rows if r["dataset"] == name], vals, "x:",
-                        color=f"C{len(sigmas) + j}", label=f"skdim {est} (training images)")
+            vals = np.array([r[est] for r in sk_rows if r["dataset"] == name], dtype=float)
+            if not np.any(np.isfinite(vals)):
+                continue
+            ax.semilogx(sk_n, vals, "x:", color=f"C{len(sigmas) + j}",
+                        label=f"skdim {est} (training images)")
+        if sk_n and max(sk_n) < SKDIM_MIN_POINTS:
+            missing.append(f"skdim (needs N >= {SKDIM_MIN_POINTS})")
+        if missing:
+            ax.text(0.02, 0.98, "not shown, no data:\n" + "\n".join(missing),
+                    transform=ax.transAxes, va="top", fontsize=6, color="0.3")
         if name in TRUE_DIMENSION:
             ax.axhline(TRUE_DIMENSION[name], color="k", lw=0.8, ls=":", label="true dimension")
         ax.set_xlabel("N (training images)")
         ax.set_ylabel("dimension (median over points)")
         ax.set_title(name)
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc="lower right")
         ax = axes[1, c]
         s = sigmas[len(sigmas) // 2]
         for i, n in enumerate(grid):
@@ -228,7 +256,8 @@ def _plot(run: RunOutput, rows, sk_rows, spectra, datasets, sigmas) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("image-dimensions")
     def image_dimensions_cmd(
-        out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+        ctx: typer.Context,
+        out: OutOption = None,
         datasets: Annotated[str, typer.Option(help=f"Comma-separated, from {IMAGE_DATASETS}.")
                             ] = "digits,disks",
         n_values: Annotated[str | None, typer.Option(
@@ -238,12 +267,14 @@ def register(app: typer.Typer) -> None:
         points: Annotated[int, typer.Option(help="Noisy evaluation images per N, sigma.")] = 8,
         steps: Annotated[int | None, typer.Option(
             help="Adam steps per network (default: as `generalization`).")] = None,
-        cache_dir: Annotated[Path | None, typer.Option(
-            "--cache-dir", help="Checkpoint cache shared with `generalization`.")] = None,
-        seed: Annotated[int, typer.Option(help="Network / noise seed.")] = 0,
-        quick: Annotated[bool, typer.Option(help="Tiny run (tests).")] = False,
+        cache_dir: CacheDirOption = None,
+        seed: SeedOption = 0,
+        quick: QuickOption = False,
     ) -> None:
-        """Spectral-gap dimension of trained denoisers vs N on digits and disks (true dim 5)."""
+        """Spectral-gap dimension of trained denoisers vs N on digits and disks (true dim 5).
+
+        --quick: tiny networks, 8x8 images, 2 points, N in 1,10 and two sigmas, except for
+        --n-values/--sigmas/--points given explicitly."""
         names = parse_choices("--datasets", datasets, IMAGE_DATASETS)
         if points < 1:
             raise bad_option("--points", f"must be >= 1, got {points}")
@@ -253,8 +284,12 @@ def register(app: typer.Typer) -> None:
                   if steps is not None else None)
         size, pool = 16, SYNTHETIC_POOL
         if quick:
-            config, size, pool, points = QUICK_CONFIG, 8, 40, 2
-            grid, sig = grid or [1, 10], sig[:2]
-        checked("--n-values", run_image_dimensions, out or default_out(COMMAND), datasets=names,
+            sizes = quick_sizes(ctx, quick, {"points": 2, "sigmas": None})
+            config = config if steps is not None else QUICK_CONFIG
+            size, pool, points = 8, 40, sizes["points"]
+            grid, sig = grid or [1, 10], sig if sizes["sigmas"] is not None else sig[:2]
+        out = out or default_out(COMMAND)
+        cache = checked("--cache-dir", checkpoint_dir, out, cache_dir)
+        checked("--n-values", run_image_dimensions, out, datasets=names,
                 n_values=grid, sigmas=sig, n_points=points, config=config, size=size,
-                cache_dir=cache_dir, seed=seed, pool=pool)
+                cache_dir=cache, seed=seed, pool=pool)

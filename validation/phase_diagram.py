@@ -7,8 +7,10 @@ THEORY §5a, VE only) and the large-deviation REM ("rem", §5b) on a log N x log
 per method (rows), the retained fraction of each subspace's spectral gap (columns) with the
 subspace's loss boundary t_c,k(N), the REM collapse time t_C(N), and a summary panel with the
 number of lost subspaces. The gap is measured on the linear scale by default
-(``--gap linear``: ``(1/Delta - sigma_k)/(1/Delta - sigma_k^inf)``, the criterion of the
-Monte-Carlo measurements in :mod:`geomem.validation.measurements`); ``--gap log`` uses
+(``--gap linear``: ``(1/Delta - sigma_k)/(1/Delta - sigma_k^inf)``, the criterion
+:func:`geomem.theory.phase.gap_fraction` / :func:`~geomem.theory.phase.gap_retained` that the
+Monte-Carlo measurements share, via :func:`geomem.numerics.retained.subspace_retained_dimension`);
+``--gap log`` uses
 ``ln(1/(Delta sigma_k)) / ln(1/(Delta sigma_k^inf))``, the log scale of the spectrum plots
 (see :mod:`geomem.theory.phase`). Under "rem" the two scales differ a lot: on the linear scale
 a subspace loses half its gap only at small N, on the log scale at every N.
@@ -34,7 +36,17 @@ import typer
 from ..theory.manifold import LinearManifold
 from ..theory.schedules import VE, Schedule, get_schedule
 from ._common import bad_option, checked, default_out, pyplot
-from .executors import DaskWorkersOption, SchedulerOption, WorkersOption, make_executor
+from .options import (
+    DaskWorkersOption,
+    OutOption,
+    QuickOption,
+    SchedulerOption,
+    SeedOption,
+    WorkersOption,
+    check_memory,
+    cli_executor,
+    quick_sizes,
+)
 from .progress import progress
 from .records import RunOutput
 
@@ -178,10 +190,16 @@ def _first_lost(diag: PhaseDiagram, i: int) -> str:
     return f"subspace {k} (t_c = {boundary[k]:.4g})"
 
 
+#: memory per (N, t) grid point and method: float64 fields per subspace plus the tidy CSV row
+#: dicts (two subspaces, ~600 bytes each), measured at the default grid
+GRID_POINT_BYTES = 1400
+
+
 def register(app: typer.Typer) -> None:
     @app.command(COMMAND)
     def phase_diagram_cmd(
-        out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+        ctx: typer.Context,
+        out: OutOption = None,
         schedule: Annotated[str, typer.Option(help="VE or VP.")] = "VE",
         method: Annotated[str, typer.Option(
             help="auto (paper+rem under VE, rem under VP), paper, rem or both.")] = "auto",
@@ -196,19 +214,20 @@ def register(app: typer.Typer) -> None:
         n_max: Annotated[float, typer.Option("--n-max", help="Largest N.")] = N_RANGE[1],
         t_min: Annotated[float, typer.Option("--t-min", help="Smallest t.")] = T_RANGE[0],
         t_max: Annotated[float, typer.Option("--t-max", help="Largest t.")] = T_RANGE[1],
-        quick: Annotated[bool, typer.Option(help="Tiny grid (tests).")] = False,
+        quick: QuickOption = False,
         monte_carlo: Annotated[bool, typer.Option(
             "--monte-carlo", help="Also measure the retained dimension per subspace by Monte "
                                   "Carlo (validation/phase_mc.py; into <out>/monte_carlo).")
                                ] = False,
-        seed: Annotated[int, typer.Option(min=0, help="Monte-Carlo seed.")] = 0,
+        seed: SeedOption = 0,
         workers: WorkersOption = 2,
         scheduler: SchedulerOption = None,
         dask_workers: DaskWorkersOption = None,
     ) -> None:
-        """Theory phase diagram (paper vs REM): which subspace loses its gap where in (N, t)."""
-        executor = checked("--workers/--scheduler/--dask-workers", make_executor, workers,
-                           scheduler, dask_workers)
+        """Theory phase diagram (paper vs REM): which subspace loses its gap where in (N, t).
+
+        --quick: a small grid, except for --n-grid/--t-grid given explicitly."""
+        executor = cli_executor(workers, scheduler, dask_workers)
         if schedule.upper() not in SCHEDULE_CHOICES:
             raise bad_option("--schedule", f"must be one of {SCHEDULE_CHOICES}, got {schedule!r}")
         sched = get_schedule(schedule)
@@ -228,8 +247,11 @@ def register(app: typer.Typer) -> None:
         if not (0 < t_min < t_max):
             raise bad_option("--t-min/--t-max", f"need 0 < t-min < t-max, got {t_min}, {t_max}")
         checked("--t-max", sched.check_time, t_max, "t_max")
-        if quick:
-            n_grid, t_grid = QUICK_N_GRID, QUICK_T_GRID
+        sizes = quick_sizes(ctx, quick, {"n_grid": QUICK_N_GRID, "t_grid": QUICK_T_GRID})
+        n_grid, t_grid = sizes["n_grid"], sizes["t_grid"]
+        n_methods = len(_methods_for(method, sched))
+        check_memory("--n-grid/--t-grid", n_methods * n_grid * t_grid * GRID_POINT_BYTES,
+                     f"a {n_grid} x {t_grid} phase diagram ({n_methods} method(s))")
         run_phase_diagram(out or default_out(COMMAND), schedule=sched.name, method=method,
                           gap=gap, n_grid=n_grid, t_grid=t_grid, n_range=(n_min, n_max),
                           t_range=(t_min, t_max))

@@ -2,8 +2,9 @@
 (log N, t) plane, with the theory boundaries of both methods drawn on top.
 
 For every schedule, training-set size N and time t: the retained dimension of each tangent
-subspace by the gap criterion of :mod:`geomem.validation.measurements`, measured with both
-protocols (``origin``: orthogonal-group estimator at x0 = 0; ``fresh``: exact Jacobian at
+subspace (:func:`geomem.numerics.retained.subspace_retained_dimension`, default definition
+"projection", the theory's gap criterion), measured with both
+protocols (``origin``: centred orthogonal-group estimator at x0 = 0; ``fresh``: exact Jacobian at
 single points x ~ p_t, averaged over points and replicates (independent training sets);
 ``fresh_mean``: the gap of the Jacobian *averaged* over fresh points and replicates, the
 quantity the REM predicts). One heat-map
@@ -39,7 +40,7 @@ from .spectra import model_from_dict, theory_gap_loss
 __all__ = ["phase_mc_point", "run_phase_mc", "run_phase_mc_defaults", "theory_boundaries"]
 
 COMMAND = "phase-diagram-mc"
-RESULT_FORMAT = 1
+RESULT_FORMAT = 2
 #: entropy tag of the training-set stream (kept apart from the per-grid-point streams)
 TRAIN_STREAM = 2
 #: origin estimator, single fresh points, and the Jacobian averaged over fresh points
@@ -60,7 +61,7 @@ def phase_mc_point(point: dict[str, Any], seed: np.random.SeedSequence) -> dict[
     X = fresh_test_points(model, int(point["n_test"]), a, delta, rng)
     fresh = fresh_protocol(Y, X, model, a, delta)
     return {"origin": origin["retained"].tolist(), "fresh": fresh["retained"].tolist(),
-            "fresh_mean_blocks": [b.tolist() for b in fresh["mean_blocks"]]}
+            "fresh_mean_jacobian": fresh["mean_jacobian"].tolist()}
 
 
 def theory_boundaries(model: LinearManifold, n_values: np.ndarray, t_values: np.ndarray,
@@ -96,8 +97,7 @@ def run_phase_mc(out: Path, *, model: LinearManifold, n_train_values: list[int],
         p0 = points[idx[0]]
         sched = get_schedule(name)
         a, delta = float(sched.a(p0["t"])), float(sched.delta(p0["t"]))
-        pooled = [np.mean([results[i]["fresh_mean_blocks"][k] for i in idx], axis=0)
-                  for k in range(model.n_subspaces)]
+        pooled = np.mean([results[i]["fresh_mean_jacobian"] for i in idx], axis=0)
         counts = mean_jacobian_retained(pooled, model, a, delta)
         for k in range(model.n_subspaces):  # pooled mean: no CI (see spectra.assemble)
             rows.append({"schedule": name, "protocol": "fresh_mean", "n_train": p0["n_train"],

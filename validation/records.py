@@ -10,6 +10,14 @@ Every ``geomem`` command writes into one output folder through :class:`RunOutput
   points whose cache file exists, so an interrupted run resumes and loses nothing finished.
   CSVs are assembled from the cache in a canonical order, so a resumed run writes a CSV
   byte-identical to an uninterrupted one.
+
+Strict JSON: every JSON file written here (``record.json`` and the cache) is written with
+``allow_nan=False``, so any standard parser reads it. JSON has no NaN or infinity, so a
+non-finite float is written as one of the strings ``"nan"`` (not measured / undefined),
+``"inf"`` or ``"-inf"`` (e.g. "never lost in the time range"): :func:`to_jsonable` does this,
+and :func:`from_jsonable` (applied when a cache entry is read back) turns exactly these three
+strings into floats again, so a cached result round-trips to the same floats.
+``float(value)`` and ``numpy.asarray(values, dtype=float)`` read the strings too.
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RunOutput", "git_revision", "package_versions", "to_jsonable"]
+__all__ = ["NONFINITE", "RunOutput", "dumps", "from_jsonable", "git_revision", "package_versions",
+           "to_jsonable"]
 
 _VERSIONED = ("geomem", "numpy", "scipy", "mpmath", "sympy", "numba", "torch", "matplotlib",
               "typer", "dask", "distributed", "scikit-learn", "scikit-dimension")
@@ -59,8 +68,19 @@ def git_revision(path: str | os.PathLike | None = None) -> str | None:
     return rev + ("-dirty" if dirty.strip() else "") if rev else None
 
 
+#: how non-finite floats are spelled in JSON (strict JSON has no NaN or infinity)
+NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
+def _float_text(x: float) -> str:
+    return "nan" if x != x else ("inf" if x > 0 else "-inf")
+
+
 def to_jsonable(obj: Any) -> Any:
-    """Convert numpy scalars/arrays, paths, tuples and objects with ``to_dict`` for json."""
+    """Convert numpy scalars/arrays, paths, tuples and objects with ``to_dict`` for strict json.
+
+    Non-finite floats (python or numpy) become the strings "nan", "inf", "-inf".
+    """
     if hasattr(obj, "to_dict") and callable(obj.to_dict):
         return to_jsonable(obj.to_dict())
     if isinstance(obj, Mapping):
@@ -70,16 +90,32 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return to_jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
+        return to_jsonable(obj.item())
     if isinstance(obj, float) and not np.isfinite(obj):
-        return repr(obj)  # json has no inf/nan; keep it readable
+        return _float_text(obj)
     if isinstance(obj, Path):
         return str(obj)
     return obj
 
 
+def from_jsonable(obj: Any) -> Any:
+    """Inverse of :func:`to_jsonable` for floats: "nan", "inf", "-inf" back to floats."""
+    if isinstance(obj, str):
+        return NONFINITE.get(obj, obj)
+    if isinstance(obj, list):
+        return [from_jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: from_jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """Strict JSON text of ``obj`` (through :func:`to_jsonable`; never a bare NaN)."""
+    return json.dumps(to_jsonable(obj), allow_nan=False, **kwargs)
+
+
 def _cache_key(key: Mapping[str, Any]) -> str:
-    text = json.dumps(to_jsonable(key), sort_keys=True)
+    text = dumps(key, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:20]
 
 
@@ -105,14 +141,15 @@ class RunOutput:
         self.cache_dir.mkdir(exist_ok=True)
         file = self.cache_dir / f"{_cache_key(key)}.json"
         if file.exists():
-            return json.loads(file.read_text())["result"]
+            return from_jsonable(json.loads(file.read_text())["result"])
         result = to_jsonable(compute())
         tmp = file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": to_jsonable(key), "result": result}, sort_keys=True))
+        tmp.write_text(dumps({"key": key, "result": result}, sort_keys=True))
         os.replace(tmp, file)
-        return result
+        return from_jsonable(result)
 
     def is_cached(self, key: Mapping[str, Any]) -> bool:
+        """Whether a finished result for ``key`` is stored."""
         return (self.cache_dir / f"{_cache_key(key)}.json").exists()
 
     # --------------------------------------------------------------- outputs
@@ -160,7 +197,7 @@ class RunOutput:
         if extra:
             record.update(to_jsonable(extra))
         path = self.path / "record.json"
-        path.write_text(json.dumps(record, indent=2, sort_keys=True))
+        path.write_text(dumps(record, indent=2, sort_keys=True))
         return path
 
 

@@ -30,7 +30,6 @@ import typer
 from ..theory.manifold import LinearManifold
 from ..theory.schedules import get_schedule
 from ._common import (
-    EXECUTOR_OPTIONS,
     bad_option,
     checked,
     default_out,
@@ -39,8 +38,18 @@ from ._common import (
     pyplot,
     summarize,
 )
-from .executors import DaskWorkersOption, SchedulerOption, WorkersOption, make_executor, run_grid
+from .executors import run_grid
 from .measurements import fresh_test_points
+from .options import (
+    DaskWorkersOption,
+    OutOption,
+    QuickOption,
+    SchedulerOption,
+    SeedOption,
+    WorkersOption,
+    cli_executor,
+    quick_sizes,
+)
 from .records import RunOutput
 
 __all__ = ["register", "rem_check_model", "rem_check_point", "run_rem_check"]
@@ -218,7 +227,8 @@ def run_rem_check(out: Path, *, ds: list[int], alpha: float, fractions: list[flo
 def register(app: typer.Typer) -> None:
     @app.command("rem-check")
     def rem_check_cmd(
-        out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+        ctx: typer.Context,
+        out: OutOption = None,
         ds: Annotated[str, typer.Option("--ds", help="Ambient dimensions.")] = "30,100,300",
         alpha: Annotated[float, typer.Option(
             help="ln N / d, held fixed across d (default: N = 1000 at d = 300).")
@@ -232,13 +242,16 @@ def register(app: typer.Typer) -> None:
         replicates: Annotated[int, typer.Option(min=2, help="Training sets per (d, t).")] = 16,
         n_test: Annotated[int, typer.Option("--n-test", min=1, help="Test points per set.")
                           ] = 64,
-        seed: Annotated[int, typer.Option(min=0)] = 0,
-        quick: Annotated[bool, typer.Option(help="Tiny sizes (tests).")] = False,
+        seed: SeedOption = 0,
+        quick: QuickOption = False,
         workers: WorkersOption = 2,
         scheduler: SchedulerOption = None,
         dask_workers: DaskWorkersOption = None,
     ) -> None:
-        """Monte Carlo vs the large-deviation REM: E(sum w^2), lam*, N_eff, E(J) per subspace."""
+        """Monte Carlo vs the large-deviation REM: E(sum w^2), lam*, N_eff, E(J) per subspace.
+
+        --quick: smallest and largest d, first two times, 2 replicates x 8 test points, except
+        for sizes given explicitly."""
         d_list = parse_ints("--ds", ds, minimum=2)
         if not (alpha > 0 and np.isfinite(alpha)) or max(np.exp(alpha * np.array(d_list))) > 1e6:
             raise bad_option("--alpha", f"need alpha > 0 with exp(alpha d) <= 1e6 for every d "
@@ -248,13 +261,16 @@ def register(app: typer.Typer) -> None:
         if len(frac) != len(var) or sum(frac) > 1:
             raise bad_option("--fractions", "need one fraction per variance, summing to <= 1")
         ts = parse_floats("--t-values", t_values)
-        if quick:
-            d_list, ts, replicates, n_test = [min(d_list), max(d_list)], ts[:2], 2, 8
+        sizes = quick_sizes(ctx, quick, {"ds": None, "t_values": None, "replicates": 2,
+                                         "n_test": 8})
+        d_list = d_list if sizes["ds"] is not None else sorted({min(d_list), max(d_list)})
+        ts = ts if sizes["t_values"] is not None else ts[:2]
+        replicates, n_test = sizes["replicates"], sizes["n_test"]
         sched = checked("--schedule", get_schedule, schedule)
         checked("--t-values", sched.check_time, ts, "t")
         for d in d_list:
             checked("--ds/--fractions/--variances", rem_check_model, d, frac, var)
-        executor = checked(EXECUTOR_OPTIONS, make_executor, workers, scheduler, dask_workers)
+        executor = cli_executor(workers, scheduler, dask_workers)
         with executor:
             run_rem_check(out or default_out(COMMAND), ds=d_list, alpha=alpha, fractions=frac,
                           variances=var, schedule=schedule, t_values=ts,

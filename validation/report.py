@@ -8,12 +8,16 @@ Sub-runs (each in its own folder under ``--out``, each resumable):
   stds), VE and VP -- the data that answers THEORY §5c;
 - ``rem-check/``            Monte Carlo versus the large-deviation REM across t and d;
 - ``phase-diagram-VE/``, ``phase-diagram-VP/``  the theory phase diagrams (both methods);
-- ``phase-diagram/monte_carlo/``  Monte-Carlo retained dimension on the (log N, t) plane.
+- ``phase-diagram/monte_carlo/``  Monte-Carlo retained dimension on the (log N, t) plane;
+- ``finite-n/``             the exact finite-N theory versus Monte Carlo (and the REM), d = 30.
 
 ``index.md`` shows the figures and one agreement table: prediction, theory value, MC estimate
 with its 95% CI, relative discrepancy ``(theory - MC)/|MC|`` and a verdict
-(``agree``: theory inside the CI or within ``REL_TOL``; ``disagree`` otherwise; ``n/a`` when
-either side is missing), plus the §5c table (which subspace loses its gap first).
+(:func:`geomem.validation._common.verdict`: ``agree`` when the theory lies inside the CI or
+within ``REL_TOL``, ``disagree`` otherwise, ``inconclusive`` when the CI is wider than
+``MAX_CI_FRACTION`` of the MC value, ``n/a`` when either side is missing), plus the §5c table
+(which subspace loses its gap first) and the finite-N coverage table. Under ``--quick`` the
+sizes are smoke-test sizes: the tables are marked so and carry no verdicts.
 """
 
 from __future__ import annotations
@@ -26,16 +30,26 @@ import numpy as np
 import typer
 
 from ..theory.manifold import LinearManifold
-from ._common import EXECUTOR_OPTIONS, checked, default_out
-from .executors import DaskWorkersOption, SchedulerOption, WorkersOption, make_executor
+from ._common import MAX_CI_FRACTION, REL_TOL, default_out, verdict
+from .options import (
+    DaskWorkersOption,
+    OutOption,
+    SchedulerOption,
+    SeedOption,
+    WorkersOption,
+    cli_executor,
+)
 from .records import RunOutput, git_revision
 
-__all__ = ["agreement_row", "register", "run_report", "verdict"]
+__all__ = ["SMOKE_TEST", "VERDICTS", "agreement_row", "register", "run_report", "verdict"]
 
 COMMAND = "report"
-#: relative discrepancy accepted as agreement: a large-d theory at d <= 300 is not expected to
-#: be closer than ~10%, and a CI narrower than that would flag harmless finite-d corrections
-REL_TOL = 0.10
+#: the verdict column of a --quick report: test sizes support no conclusion
+SMOKE_TEST = "no verdict (smoke-test size)"
+VERDICTS = ("agree", "disagree", "inconclusive", "n/a")
+#: finite-N rows of the agreement table: d, and the times (nearest grid time) per schedule
+FINITE_N_D = 30
+FINITE_N_TABLE_QUANTILES = (0.0, 0.5, 1.0)
 #: the rem-check times (VP) and the time of the per-subspace Jacobian rows quoted in the table
 REM_TABLE_TIMES = (0.05, 0.1, 0.3)
 REM_JAC_TIME = 0.1
@@ -58,17 +72,9 @@ def geometries() -> dict[str, LinearManifold]:
                                     normalized=True)}
 
 
-def verdict(theory: float | None, mc: float, low: float, high: float) -> tuple[float, str]:
-    """(relative discrepancy, verdict) of a theory value against an MC mean and 95% CI."""
-    if theory is None or not np.isfinite(theory) or not np.isfinite(mc):
-        return float("nan"), "n/a"
-    rel = (theory - mc) / abs(mc) if mc != 0 else float("inf")
-    inside = np.isfinite(low) and np.isfinite(high) and low <= theory <= high
-    return rel, "agree" if inside or abs(rel) <= REL_TOL else "disagree"
-
-
 def agreement_row(prediction: str, theory_name: str, theory: float | None, mc: float,
                   low: float, high: float) -> dict[str, Any]:
+    """One row of the agreement table (see :func:`verdict`)."""
     rel, v = verdict(theory, mc, low, high)
     return {"prediction": prediction, "theory": theory_name,
             "theory_value": float("nan") if theory is None else float(theory),
@@ -124,6 +130,25 @@ def _rem_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _finite_n_rows(rows: list[dict]) -> list[dict]:
+    """Agreement rows of the exact finite-N theory against MC at the smallest, middle and
+    largest time of each schedule (every quantity)."""
+    out = []
+    for schedule in sorted({r["schedule"] for r in rows}):
+        ts = sorted({r["t"] for r in rows if r["schedule"] == schedule})
+        picks = sorted({ts[int(round(q * (len(ts) - 1)))] for q in FINITE_N_TABLE_QUANTILES})
+        for r in rows:
+            if r["schedule"] != schedule or r["t"] not in picks:
+                continue
+            what = ("E[sum w^2]" if r["quantity"] == "sum_w2"
+                    else f"Delta*E[J] on subspace {int(r['subspace']) + 1}")
+            label = (f"{what}, d={r['d']}, N={r['n_train']}, t={r['t']:g} "
+                     f"({schedule}, fresh x)")
+            out.append(agreement_row(label, "exact finite-N", r["exact"], r["mc_mean"],
+                                     r["mc_ci_low"], r["mc_ci_high"]))
+    return out
+
+
 def _fmt(x: Any) -> str:
     if isinstance(x, str):
         return x
@@ -136,10 +161,17 @@ def _markdown(figures: list[tuple[str, str]], table: list[dict], order: list[dic
               info: dict) -> str:
     lines = ["# geomem validation report", "",
              f"Generated {info['finished']} (git {info['git']}), quick={info['quick']}, "
-             f"wall time {info['wall_s']:.0f} s.", "",
-             "## Agreement table", "",
+             f"wall time {info['wall_s']:.0f} s.", ""]
+    if info["quick"]:
+        lines += ["**Smoke-test sizes (`--quick`)**: every stage ran at test size; the numbers "
+                  "below show that the pipeline works, not whether the theory holds, so no "
+                  "verdicts are drawn. Run `geomem report` without `--quick` for verdicts.", ""]
+    lines += ["## Agreement table" + (" (smoke-test size, no verdict)" if info["quick"]
+                                      else ""), "",
              f"Verdict: *agree* when the theory value lies inside the Monte-Carlo 95% CI or "
-             f"within {REL_TOL:.0%} of the MC mean; relative discrepancy = (theory - MC)/|MC|. "
+             f"within {REL_TOL:.0%} of the MC mean, *disagree* otherwise; *inconclusive* when "
+             f"the CI is wider than {MAX_CI_FRACTION:.0%} of the MC mean (too wide to tell); "
+             "relative discrepancy = (theory - MC)/|MC|. "
              "Gap-loss times: MC CI is the 95% interval of the geometric mean over independent "
              "training sets.", "",
              "| prediction | theory | theory value | MC estimate [95% CI] | rel. discrepancy | "
@@ -148,9 +180,8 @@ def _markdown(figures: list[tuple[str, str]], table: list[dict], order: list[dic
         lines.append(f"| {r['prediction']} | {r['theory']} | {_fmt(r['theory_value'])} | "
                      f"{_fmt(r['mc_mean'])} [{_fmt(r['mc_ci_low'])}, {_fmt(r['mc_ci_high'])}] | "
                      f"{_fmt(r['relative_discrepancy'])} | {r['verdict']} |")
-    counts = {v: sum(r["verdict"] == v for r in table) for v in ("agree", "disagree", "n/a")}
-    lines += ["", f"Totals: {counts['agree']} agree, {counts['disagree']} disagree, "
-                  f"{counts['n/a']} n/a.", "",
+    counts = _counts(table)
+    lines += ["", "Totals: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", "",
               "## Which subspace loses its gap first (THEORY §5c)", "",
               "Gap lost = half of the subspace's dimensions fail the gap criterion "
               "(see geomem.validation.measurements); the subspace with the larger gap-loss "
@@ -160,14 +191,31 @@ def _markdown(figures: list[tuple[str, str]], table: list[dict], order: list[dic
     for o in order:
         lines.append(f"| {o['run']} | {o['source']} | {o['first_to_lose_gap']} | "
                      f"{_fmt(o.get('t_loss_subspace_1'))} | {_fmt(o.get('t_loss_subspace_2'))} |")
-    lines += ["", "## Figures", ""]
+    lines += ["", "## Exact finite-N theory vs Monte Carlo (coverage of the MC 95% CI)"
+              + (" (smoke-test size, no verdict)" if info["quick"] else ""), "",
+              info["finite_n_table"], "", "## Figures", ""]
     for caption, path in figures:
         lines += [f"### {caption}", "", f"![{caption}]({path})", ""]
     return "\n".join(lines) + "\n"
 
 
+def _counts(table: list[dict]) -> dict[str, int]:
+    """Rows per verdict, in a fixed order (only verdicts that occur, plus the four main)."""
+    seen = [v for v in (*VERDICTS, SMOKE_TEST) if v in VERDICTS or
+            any(r["verdict"] == v for r in table)]
+    return {v: sum(r["verdict"] == v for r in table) for v in seen}
+
+
 def run_report(out: Path, *, quick: bool, seed: int, executor: Any = None) -> RunOutput:
     """Run all validations (resumable), then write index.md, report.csv and record.json."""
+    from .finite_n import (
+        DEFAULT_RANGES,
+        QUICK,
+        SUMMARY_COLUMNS,
+        markdown_table,
+        run_finite_n,
+        time_grid,
+    )
     from .phase_diagram import run_phase_diagram
     from .phase_mc import run_phase_mc_defaults
     from .rem_check import run_rem_check
@@ -222,33 +270,53 @@ def run_report(out: Path, *, quick: bool, seed: int, executor: Any = None) -> Ru
     figures.append(("Phase diagram: Monte-Carlo retained dimension with theory boundaries",
                     "phase-diagram/monte_carlo/phase_mc.png"))
 
+    schedules = ["VP"] if quick else ["VP", "VE"]
+    grids = {s: (time_grid(*DEFAULT_RANGES[s], n_times=QUICK["n_times"]) if quick
+                 else time_grid(*DEFAULT_RANGES[s], per_decade=4.0)) for s in schedules}
+    sizes = ({k: QUICK[k] for k in ("replicates", "n_test", "n_nodes")} if quick
+             else {"replicates": 200, "n_test": 100, "n_nodes": None})
+    _, fn_rows, fn_summary = run_finite_n(out / "finite-n", ds=[FINITE_N_D], schedules=schedules,
+                                          t_values=grids, n_train=1000, seed=seed,
+                                          executor=executor, **sizes)
+    table += _finite_n_rows(fn_rows)
+    figures.append((f"Exact finite-N theory vs Monte Carlo vs REM (d = {FINITE_N_D})",
+                    "finite-n/finite_n.png"))
+    if quick:
+        for r in table:
+            r["verdict"] = SMOKE_TEST
+        for o in order:
+            o["first_to_lose_gap"] += " (smoke-test size)"
+
     run.write_csv("report", table)
     run.write_csv("gap_order", order)
     finished = _dt.datetime.now(_dt.timezone.utc)
     info = {"finished": finished.strftime("%Y-%m-%d %H:%M UTC"), "git": git_revision(),
-            "quick": quick, "wall_s": (finished - started).total_seconds()}
+            "quick": quick, "wall_s": (finished - started).total_seconds(),
+            "finite_n_table": markdown_table(fn_summary, SUMMARY_COLUMNS)}
     (out / "index.md").write_text(_markdown(figures, table, order, info))
     run.files.append("index.md")
-    run.write_record({"quick": quick, "rel_tol": REL_TOL, "sub_runs": [f[1] for f in figures]},
+    run.write_record({"quick": quick, "rel_tol": REL_TOL, "max_ci_fraction": MAX_CI_FRACTION,
+                      "sub_runs": [f[1] for f in figures]},
                      seeds={"seed": seed},
                      extra={"executor": getattr(executor, "describe", lambda: {})(),
-                            "verdicts": {v: sum(r["verdict"] == v for r in table)
-                                         for v in ("agree", "disagree", "n/a")}})
+                            "verdicts": _counts(table)})
     return run
 
 
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report_cmd(
-        out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
-        seed: Annotated[int, typer.Option(min=0)] = 0,
-        quick: Annotated[bool, typer.Option(help="Tiny sizes (tests).")] = False,
+        out: OutOption = None,
+        seed: SeedOption = 0,
+        quick: Annotated[bool, typer.Option(help="Smoke-test sizes: every stage runs, the "
+                                                 "tables carry no verdicts.")] = False,
         workers: WorkersOption = 2,
         scheduler: SchedulerOption = None,
         dask_workers: DaskWorkersOption = None,
     ) -> None:
-        """Run every validation and write index.md with figures and the agreement table."""
-        executor = checked(EXECUTOR_OPTIONS, make_executor, workers, scheduler, dask_workers)
+        """Run every validation (score field, spectra, REM check, phase diagrams, finite N) and
+        write index.md with figures and the agreement table."""
+        executor = cli_executor(workers, scheduler, dask_workers)
         with executor:
             run = run_report(out or default_out(COMMAND), quick=quick, seed=seed,
                              executor=executor)

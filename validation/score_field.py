@@ -34,7 +34,6 @@ from scipy.special import logsumexp
 
 from ..theory.schedules import get_schedule
 from ._common import (
-    EXECUTOR_OPTIONS,
     QUANTILES,
     bad_option,
     checked,
@@ -43,7 +42,17 @@ from ._common import (
     pyplot,
     summarize,
 )
-from .executors import DaskWorkersOption, SchedulerOption, WorkersOption, make_executor, run_grid
+from .executors import run_grid
+from .options import (
+    DaskWorkersOption,
+    OutOption,
+    QuickOption,
+    SchedulerOption,
+    SeedOption,
+    WorkersOption,
+    cli_executor,
+    quick_sizes,
+)
 from .records import RunOutput
 
 __all__ = ["register", "score_field_point"]
@@ -180,7 +189,8 @@ def run_score_field(out: Path, *, n_train: int, stds: list[float], t_values: lis
 def register(app: typer.Typer) -> None:
     @app.command("score-field")
     def score_field_cmd(
-        out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+        ctx: typer.Context,
+        out: OutOption = None,
         n_train: Annotated[int, typer.Option("--n-train", min=2, help="Training points N.")] = 10,
         stds: Annotated[str, typer.Option(help="Stds of the two axes, 'high,low'.")] = "1,0.25",
         t_values: Annotated[str, typer.Option(
@@ -190,22 +200,24 @@ def register(app: typer.Typer) -> None:
         grid: Annotated[int, typer.Option(min=8, max=400, help="Mesh points per axis.")] = 120,
         n_test: Annotated[int, typer.Option("--n-test", min=2, help="Test points per panel.")
                           ] = 4000,
-        seed: Annotated[int, typer.Option(min=0)] = 0,
-        quick: Annotated[bool, typer.Option(help="Tiny sizes (tests).")] = False,
+        seed: SeedOption = 0,
+        quick: QuickOption = False,
         workers: WorkersOption = 1,
         scheduler: SchedulerOption = None,
         dask_workers: DaskWorkersOption = None,
     ) -> None:
-        """Figure 3: empirical score over the density of a 2D Gaussian at three noise levels."""
+        """Figure 3: empirical score over the density of a 2D Gaussian at three noise levels.
+
+        --quick: grid 24, n-test 200, except for sizes given explicitly."""
         std_list = parse_floats("--stds", stds)
         if len(std_list) != 2:
             raise bad_option("--stds", f"expected two stds, got {stds!r}")
         ts = parse_floats("--t-values", t_values)
         sched = checked("--schedule", get_schedule, schedule)
         checked("--t-values", sched.check_time, ts, "t")
-        executor = checked(EXECUTOR_OPTIONS, make_executor, workers, scheduler, dask_workers)
-        if quick:
-            grid, n_test = 24, 200
+        executor = cli_executor(workers, scheduler, dask_workers)
+        sizes = quick_sizes(ctx, quick, {"grid": 24, "n_test": 200})
+        grid, n_test = sizes["grid"], sizes["n_test"]
         with executor:
             run_score_field(out or default_out(COMMAND), n_train=n_train, stds=std_list,
                             t_values=ts, schedule=schedule, grid=grid, n_test=n_test, seed=seed,

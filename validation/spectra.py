@@ -13,17 +13,25 @@ Delta/(Delta + a^2 v)):
 4. measured, exact empirical-score Jacobian at fresh test points x ~ p_t (median over points).
 
 Each panel carries vertical *gap lines*: the time at which subspace k loses half of its
-dimensions by the gap criterion of :mod:`geomem.validation.measurements` (theory: the
-boundaries of :func:`geomem.theory.phase.phase_diagram`; MC: the measured retained dimension).
+dimensions by the gap criterion (theory: the boundaries of
+:func:`geomem.theory.phase.phase_diagram`; MC: the retained dimension of
+:func:`geomem.numerics.retained.subspace_retained_dimension` under the default definition,
+"projection"; the origin estimator is centred, see :mod:`geomem.validation.measurements`).
 A second figure (``retained``) shows the retained dimension per subspace versus t for every
 source, including a fifth one, ``fresh_mean``: the gap of the Jacobian *averaged* over the
 fresh test points and training sets (the REM predicts this mean, not a single point's
 Jacobian, which is low-rank once the weights condense on a few training points).
 
+Gap-loss times (MC): per training set, the root of its log-interpolated retained-dimension
+curve; the point estimate is the geometric mean over training sets and the 95% CI its
+t-interval, never narrower than half a grid step either side; training sets whose curve never
+crosses are counted as censored (:func:`geomem.validation._common.gap_loss_statistics`).
+
 Outputs: ``spectra.png/.pdf``, ``retained.png/.pdf``, ``spectra.csv`` (source, t, rank,
 sigma, Delta*sigma), ``retained.csv`` (source, t, subspace, mean with 95% CI),
-``gap_loss.csv`` (source, subspace, t_loss with the 95% CI of the geometric mean over
-training sets), ``record.json``.
+``gap_loss.csv`` (source, subspace, t_loss with 95% CI and censoring counts, default
+definition and threshold), ``gap_loss_robustness.csv`` and ``first_lost.csv`` (every
+definition x threshold 1/3, 1/2, 2/3; :mod:`geomem.validation.robustness`), ``record.json``.
 """
 
 from __future__ import annotations
@@ -37,44 +45,56 @@ import typer
 from ..theory.manifold import LinearManifold
 from ..theory.schedules import Schedule, get_schedule
 from ._common import (
-    EXECUTOR_OPTIONS,
     bad_option,
     checked,
+    crossing_time,
     default_out,
-    mean_ci,
+    gap_loss_statistics,
+    grid_ratio,
     parse_floats,
     parse_ints,
     pyplot,
     summarize,
 )
-from .executors import (
-    DaskWorkersOption,
-    SchedulerOption,
-    WorkersOption,
-    make_executor,
-    run_grid,
-)
+from .executors import run_grid
 from .measurements import (
+    DEFAULT_DEFINITION,
+    RETAINED_DEFINITIONS,
+    ROBUSTNESS_THRESHOLDS,
     effective_subspace_variances,
     fresh_protocol,
     fresh_test_points,
-    mean_jacobian_retained,
     origin_protocol,
     rem_retained_dimension,
+    retained_grid,
+)
+from .options import (
+    DaskWorkersOption,
+    OutOption,
+    QuickOption,
+    SchedulerOption,
+    SeedOption,
+    WorkersOption,
+    check_memory,
+    cli_executor,
+    quick_sizes,
 )
 from .records import RunOutput
+from .spectra_plots import spectra_figures
 
-__all__ = ["crossing_time", "register", "run_spectra", "spectra_point", "theory_gap_loss",
-           "theory_retained"]
+__all__ = ["assemble", "crossing_time", "register", "run_spectra", "spectra_point",
+           "theory_gap_loss", "theory_retained"]
 
 #: bump when a grid point's result layout changes, so stale caches are not reused
-RESULT_FORMAT = 1
+RESULT_FORMAT = 2
 COMMAND = "spectra"
 #: entropy tag of the training-set stream (kept apart from the per-grid-point streams)
 TRAIN_STREAM = 1
 SOURCES = ("published", "rem", "origin", "fresh", "fresh_mean")
 #: sources measured by Monte Carlo (with per-replicate confidence intervals)
 MC_SOURCES = ("origin", "fresh", "fresh_mean")
+#: index of the default definition and of the threshold 1/2 in ``retained_grid`` arrays
+DEFAULT_INDEX = (RETAINED_DEFINITIONS.index(DEFAULT_DEFINITION), ROBUSTNESS_THRESHOLDS.index(0.5))
 SOURCE_TITLES = {"published": "published theory (5a)", "rem": "large-deviation REM (5b)",
                  "origin": "MC: origin, orthogonal-group estimator",
                  "fresh": "MC: exact Jacobian at fresh x ~ p_t (median)",
@@ -96,8 +116,11 @@ def training_set(model: LinearManifold, n_train: int, seed: int, replicate: int)
 def spectra_point(point: dict[str, Any], seed: np.random.SeedSequence) -> dict[str, Any]:
     """Both measurement protocols at one (t, replicate).
 
-    Returns ``origin_sv`` (d,), ``origin_retained`` (repetitions x K), ``fresh_sv`` (B x d),
-    ``fresh_retained`` (B x K); singular values descending, in 1/(data units)^2.
+    Returns ``origin_sv`` (d,) (centred estimator), ``fresh_sv`` (B x d), singular values
+    descending in 1/(data units)^2; ``origin_counts`` (repetitions x D x L x K) and
+    ``fresh_counts`` (B x D x L x K), the retained dimension under every definition and
+    threshold (:func:`~geomem.validation.measurements.retained_grid`); ``fresh_mean_jacobian``
+    (d x d) the Jacobian averaged over the B fresh points.
     """
     model = model_from_dict(point["model"])
     schedule = get_schedule(point["schedule"])
@@ -108,9 +131,11 @@ def spectra_point(point: dict[str, Any], seed: np.random.SeedSequence) -> dict[s
     origin = origin_protocol(Y, model, a, delta, rng, repetitions=int(point["repetitions"]))
     X = fresh_test_points(model, int(point["n_test"]), a, delta, rng)
     fresh = fresh_protocol(Y, X, model, a, delta)
-    return {"origin_sv": origin["sv"].tolist(), "origin_retained": origin["retained"].tolist(),
-            "fresh_sv": fresh["sv"].tolist(), "fresh_retained": fresh["retained"].tolist(),
-            "fresh_mean_blocks": [b.tolist() for b in fresh["mean_blocks"]]}
+    return {"origin_sv": origin["sv"].tolist(),
+            "origin_counts": retained_grid(origin["jacobians"], model, a, delta).tolist(),
+            "fresh_sv": fresh["sv"].tolist(),
+            "fresh_counts": retained_grid(fresh["jacobians"], model, a, delta).tolist(),
+            "fresh_mean_jacobian": fresh["mean_jacobian"].tolist()}
 
 
 def theory_retained(model: LinearManifold, t: np.ndarray, n_train: int, schedule: Schedule
@@ -159,31 +184,12 @@ def theory_gap_loss(model: LinearManifold, n_values: Any, t_values: np.ndarray,
     return out
 
 
-def crossing_time(t: np.ndarray, retained: np.ndarray, level: float) -> float:
-    """Largest t at which ``retained`` (scanned from large t down) first drops below ``level``.
-
-    Linear interpolation in ln t between the bracketing grid points; NaN if it never drops,
-    or if it is below the level already at the largest t.
-    """
-    t = np.asarray(t, dtype=np.float64)
-    r = np.asarray(retained, dtype=np.float64)
-    order = np.argsort(t)[::-1]
-    t, r = t[order], r[order]
-    below = np.flatnonzero(r < level)
-    if below.size == 0 or not np.isfinite(r).all():
-        return float("nan")
-    j = int(below[0])
-    if j == 0:
-        return float("nan")
-    lt0, lt1, r0, r1 = np.log(t[j - 1]), np.log(t[j]), r[j - 1], r[j]
-    frac = (r0 - level) / (r0 - r1) if r0 != r1 else 0.0
-    return float(np.exp(lt0 + frac * (lt1 - lt0)))
-
-
 def assemble(points: list[dict], results: list[dict], model: LinearManifold, ts: np.ndarray,
              n_train: int, schedule: Schedule) -> dict[str, Any]:
-    """Curves (T, d) per source, retained summaries, gap-loss times."""
+    """Curves (T, d) per source, retained summaries, gap-loss times (default definition and
+    threshold) and the robustness tables (every definition and threshold)."""
     from ..theory.predictions import predicted_singular_values
+    from .robustness import first_lost_rows, gap_loss_rows
 
     delta = schedule.delta(ts)
     curves = {}
@@ -196,43 +202,46 @@ def assemble(points: list[dict], results: list[dict], model: LinearManifold, ts:
             curves[source] = np.full((len(ts), model.d), np.nan)
     curves = {k: np.sort(v, axis=-1)[..., ::-1] for k, v in curves.items()}
     T, K = len(ts), model.n_subspaces
+    di, li = DEFAULT_INDEX
+    reps = sorted({p["replicate"] for p in points})
     by_t: dict[int, list[int]] = {}
     for i, p in enumerate(points):
         by_t.setdefault(p["t_index"], []).append(i)
     origin_sv, fresh_sv = np.zeros((T, model.d)), np.zeros((T, model.d))
     retained_rows = []
     mc_retained = {"origin": np.zeros((T, K)), "fresh": np.zeros((T, K))}
+    grid_shape = (len(RETAINED_DEFINITIONS), len(ROBUSTNESS_THRESHOLDS), K)
+    per_rep = {s: np.full((len(reps), T, *grid_shape), np.nan) for s in ("origin", "fresh")}
+    pooled = np.zeros((T, *grid_shape))
     for ti in range(T):
         idx = by_t[ti]
         origin_sv[ti] = np.mean([results[i]["origin_sv"] for i in idx], axis=0)
         fresh_all = np.concatenate([np.asarray(results[i]["fresh_sv"]) for i in idx])
         fresh_sv[ti] = np.median(fresh_all, axis=0)
         for source in ("origin", "fresh"):
-            vals = [np.asarray(results[i][f"{source}_retained"], dtype=float) for i in idx]
+            vals = [np.asarray(results[i][f"{source}_counts"], dtype=float) for i in idx]
+            for i, v in zip(idx, vals, strict=True):
+                per_rep[source][reps.index(points[i]["replicate"]), ti] = v.mean(axis=0)
             groups = np.concatenate([np.full(len(v), j) for j, v in enumerate(vals)])
-            vals = np.concatenate(vals)
+            vals = np.concatenate(vals)[:, di, li]
             for k in range(K):
                 s = summarize(vals[:, k], groups)
                 mc_retained[source][ti, k] = s["mean"]
                 retained_rows.append({"source": source, "t": ts[ti], "subspace": k,
                                       "dim": model.dims[k], "retained_mean": s["mean"],
                                       "ci_low": s["ci_low"], "ci_high": s["ci_high"]})
+        # the mean Jacobian over test points and training sets (what the REM predicts)
+        mean_j = np.mean([results[i]["fresh_mean_jacobian"] for i in idx], axis=0)
+        pooled[ti] = retained_grid(mean_j, model, float(schedule.a(ts[ti])), float(delta[ti]))
     curves["origin"], curves["fresh"] = origin_sv, fresh_sv
-    # the mean Jacobian over test points and training sets (what the REM predicts)
-    mean_counts = np.zeros((T, K))
+    mc_retained["fresh_mean"] = pooled[:, di, li]
     for ti in range(T):
-        idx = by_t[ti]
-        a, dl = float(schedule.a(ts[ti])), float(delta[ti])
-        pooled = [np.mean([results[i]["fresh_mean_blocks"][k] for i in idx], axis=0)
-                  for k in range(K)]
-        mean_counts[ti] = mean_jacobian_retained(pooled, model, a, dl)
         for k in range(K):
             # no CI: per-training-set means (n_test points each) of this heavy-tailed Jacobian
             # are much noisier than the pooled mean, so they do not bracket it
             retained_rows.append({"source": "fresh_mean", "t": ts[ti], "subspace": k,
-                                  "dim": model.dims[k], "retained_mean": mean_counts[ti, k],
+                                  "dim": model.dims[k], "retained_mean": pooled[ti, di, li, k],
                                   "ci_low": None, "ci_high": None})
-    mc_retained["fresh_mean"] = mean_counts
     th = theory_retained(model, ts, n_train, schedule)
     for source in ("published", "rem"):
         for ti in range(T):
@@ -242,79 +251,34 @@ def assemble(points: list[dict], results: list[dict], model: LinearManifold, ts:
                                       "retained_mean": th[source][ti, k], "ci_low": None,
                                       "ci_high": None})
     retained = {**th, **mc_retained}
-    gap_loss = {s: [crossing_time(ts, retained[s][:, k], model.dims[k] / 2) for k in range(K)]
-                for s in MC_SOURCES}
-    gap_loss.update(theory_gap_loss(model, [n_train], ts, schedule))
-    gap_loss = {source: list(gap_loss[source][0]) if source in ("published", "rem")
-                else gap_loss[source] for source in SOURCES}
-    gap_ci = {s: [(float("nan"), float("nan"))] * K for s in SOURCES}
-    for source in ("origin", "fresh"):
-        # per-replicate gap-loss times -> 95% CI of the geometric mean over training sets
-        reps = sorted({p["replicate"] for p in points})
-        per_rep = np.full((len(reps), T, K), np.nan)
-        for i, p in enumerate(points):
-            per_rep[reps.index(p["replicate"]), p["t_index"]] = np.mean(
-                np.asarray(results[i][f"{source}_retained"], dtype=float), axis=0)
-        log_tl = np.log([[crossing_time(ts, per_rep[r, :, k], model.dims[k] / 2)
-                          for k in range(K)] for r in range(len(reps))])
-        gap_ci[source] = [tuple(np.exp(mean_ci(log_tl[:, k])[1:])) for k in range(K)]
+    theory = theory_gap_loss(model, [n_train], ts, schedule)
+    gap_rows, gap_loss = [], {}
+    for source in SOURCES:
+        gap_loss[source] = []
+        for k in range(K):
+            row = {"source": source, "subspace": k, "dim": model.dims[k], "std": model.stds[k]}
+            if source in ("origin", "fresh"):
+                st = gap_loss_statistics(ts, per_rep[source][:, :, di, li, k], model.dims[k] / 2)
+                row.update(t_loss=st["t_loss"], t_loss_ci_low=st["ci_low"],
+                           t_loss_ci_high=st["ci_high"], n_replicates=st["n_replicates"],
+                           n_censored_not_lost=st["n_not_lost"],
+                           n_censored_lost_at_start=st["n_lost_at_start"])
+            else:
+                tl = (crossing_time(ts, retained[source][:, k], model.dims[k] / 2)
+                      if source == "fresh_mean" else float(theory[source][0][k]))
+                row.update(t_loss=tl, t_loss_ci_low=float("nan"), t_loss_ci_high=float("nan"),
+                           n_replicates=None, n_censored_not_lost=None,
+                           n_censored_lost_at_start=None)
+            gap_loss[source].append(row["t_loss"])
+            gap_rows.append(row)
+    robust_rows, logs = gap_loss_rows(ts, per_rep, pooled, model.dims)
     spectra_rows = [{"source": s, "t": ts[ti], "rank": r + 1, "sigma": curves[s][ti, r],
                      "delta_sigma": delta[ti] * curves[s][ti, r]}
                     for s in curves for ti in range(T) for r in range(model.d)]
-    gap_rows = [{"source": s, "subspace": k, "dim": model.dims[k],
-                 "std": model.stds[k], "t_loss": gap_loss[s][k],
-                 "t_loss_ci_low": gap_ci[s][k][0], "t_loss_ci_high": gap_ci[s][k][1]}
-                for s in SOURCES for k in range(K)]
     return {"curves": curves, "retained": retained, "gap_loss": gap_loss,
-            "spectra_rows": spectra_rows, "retained_rows": retained_rows, "gap_rows": gap_rows}
-
-
-_SUBSPACE_COLORS = ("tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange")
-
-
-def _figures(res: dict, model: LinearManifold, ts: np.ndarray, n_train: int,
-             schedule: Schedule):
-    plt = pyplot()
-    delta = schedule.delta(ts)
-    panels = SOURCES[:4]  # the mean Jacobian appears in the retained-dimension figure
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.9), sharey=True, constrained_layout=True)
-    for ax, source in zip(axes, panels, strict=True):
-        vals = delta[:, None] * res["curves"][source]
-        ax.plot(ts, vals, color="0.25", lw=0.8)
-        for k, tl in enumerate(res["gap_loss"][source]):
-            what = f"subspace {k + 1} (m={model.dims[k]}, std {model.stds[k]:g})"
-            if np.isfinite(tl):
-                ax.axvline(tl, color=_SUBSPACE_COLORS[k % 5], ls="--", lw=1.2,
-                           label=f"{what} gap lost t={tl:.2g}")
-            else:
-                ax.plot([], [], color=_SUBSPACE_COLORS[k % 5], ls=":",
-                        label=f"{what}: " + ("no theory" if np.all(np.isnan(
-                            res["curves"][source])) else "gap never lost in range"))
-        ax.set_xscale("log")
-        ax.set_title(SOURCE_TITLES[source], fontsize=9)
-        ax.set_xlabel(f"t ({schedule.name})")
-        ax.legend(fontsize=6, loc="lower left")
-    axes[0].set_ylabel("Delta(t) * singular value")
-    axes[0].set_ylim(0, 1.6)
-    fig.suptitle(f"Empirical-score Jacobian spectra, d={model.d}, dims={model.dims}, "
-                 f"stds={model.stds}, N={n_train}, normalized={model.normalized}; "
-                 "dashed: gap lost (half the subspace's dimensions)", fontsize=9)
-    fig2, axes2 = plt.subplots(1, model.n_subspaces, figsize=(5 * model.n_subspaces, 3.6),
-                               constrained_layout=True)
-    styles = {"published": "k--", "rem": "k-", "origin": "o-", "fresh": "s-",
-              "fresh_mean": "^-"}
-    for k, ax in enumerate(np.atleast_1d(axes2)):
-        for source in SOURCES:
-            ax.plot(ts, res["retained"][source][:, k], styles[source], ms=3,
-                    label=SOURCE_TITLES[source])
-        ax.set_xscale("log")
-        ax.set_ylim(-0.2, model.dims[k] + 0.2)
-        ax.set_title(f"subspace {k + 1}: m={model.dims[k]}, std {model.stds[k]:g}", fontsize=9)
-        ax.set_xlabel(f"t ({schedule.name})")
-        ax.set_ylabel("retained dimension")
-    np.atleast_1d(axes2)[0].legend(fontsize=7)
-    fig2.suptitle(f"Retained dimension per subspace (gap criterion), N={n_train}", fontsize=9)
-    return fig, fig2
+            "spectra_rows": spectra_rows, "retained_rows": retained_rows, "gap_rows": gap_rows,
+            "robustness_rows": robust_rows,
+            "first_lost_rows": first_lost_rows(robust_rows, logs, grid_ratio(ts))}
 
 
 def run_spectra(out: Path, *, model: LinearManifold, n_train: int, schedule: str,
@@ -336,7 +300,9 @@ def run_spectra(out: Path, *, model: LinearManifold, n_train: int, schedule: str
     run.write_csv("spectra", res["spectra_rows"])
     run.write_csv("retained", res["retained_rows"])
     run.write_csv("gap_loss", res["gap_rows"])
-    fig, fig2 = _figures(res, model, ts, n_train, sched)
+    run.write_csv("gap_loss_robustness", res["robustness_rows"])
+    run.write_csv("first_lost", res["first_lost_rows"])
+    fig, fig2 = spectra_figures(res, model, ts, n_train, sched, SOURCES, SOURCE_TITLES)
     run.save_figure(fig, "spectra")
     run.save_figure(fig2, "retained")
     plt = pyplot()
@@ -349,14 +315,25 @@ def run_spectra(out: Path, *, model: LinearManifold, n_train: int, schedule: str
                             "training_sets": "SeedSequence((seed, 1), spawn_key=(replicate,))",
                             "grid": "SeedSequence(seed, spawn_key=(index,))"},
                      extra={"executor": getattr(executor, "describe", lambda: {})(),
-                            "gap_loss": res["gap_loss"]})
+                            "gap_loss": res["gap_loss"], "definition": DEFAULT_DEFINITION,
+                            "origin_centring": "subtract"})
     return run, res
+
+
+def _memory_estimate(d: int, n_train: int, n_test: int, repetitions: int, workers: int
+                     ) -> float:
+    """Bytes of one grid point (training set, weights, d x d Jacobians and their SVD
+    workspace, float64) times the points running at once."""
+    per_point = 8.0 * (3 * n_train * d + 4 * (n_test + repetitions + 2) * d * d
+                       + 2 * n_train * n_test)
+    return per_point * max(1, workers)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("spectra")
     def spectra_cmd(
-        out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+        ctx: typer.Context,
+        out: OutOption = None,
         d: Annotated[int, typer.Option(min=2, help="Ambient dimension.")] = 30,
         dims: Annotated[str, typer.Option(help="Subspace dimensions.")] = "2,5",
         stds: Annotated[str, typer.Option(help="Subspace standard deviations.")] = "1,0.3",
@@ -373,25 +350,33 @@ def register(app: typer.Typer) -> None:
                           ] = 32,
         replicates: Annotated[int, typer.Option(min=1, help="Independent training sets.")
                               ] = 3,
-        seed: Annotated[int, typer.Option(min=0)] = 0,
-        quick: Annotated[bool, typer.Option(help="Tiny sizes (tests).")] = False,
+        seed: SeedOption = 0,
+        quick: QuickOption = False,
         workers: WorkersOption = 2,
         scheduler: SchedulerOption = None,
         dask_workers: DaskWorkersOption = None,
     ) -> None:
-        """Figure 4: published theory, REM and measured Jacobian singular values versus t."""
+        """Figure 4: published theory, REM and measured Jacobian singular values versus t.
+
+        --quick: n-train 200, n-times 5, repetitions 2, n-test 4, replicates 2, except for
+        sizes given explicitly."""
         dim_list = parse_ints("--dims", dims)
         std_list = parse_floats("--stds", stds)
         if not (0 < t_min < t_max):
             raise bad_option("--t-min/--t-max", f"need 0 < t_min < t_max, got {t_min}, {t_max}")
-        if quick:
-            n_train, n_times, repetitions, n_test, replicates = 200, 5, 2, 4, 2
+        sizes = quick_sizes(ctx, quick, {"n_train": 200, "n_times": 5, "repetitions": 2,
+                                         "n_test": 4, "replicates": 2})
+        n_train, n_times, repetitions, n_test, replicates = (
+            sizes[k] for k in ("n_train", "n_times", "repetitions", "n_test", "replicates"))
+        check_memory("--d/--n-train/--n-test", _memory_estimate(d, n_train, n_test, repetitions,
+                                                                1 if scheduler else workers),
+                     f"spectra at d={d}, N={n_train}, n-test={n_test}")
         model = checked("--d/--dims/--stds", LinearManifold, d, dim_list, stds=std_list,
                         residual_std=residual_std, normalized=normalized)
         sched = checked("--schedule", get_schedule, schedule)
         ts = np.geomspace(t_min, t_max, n_times)
         checked("--t-min/--t-max", sched.check_time, ts, "t")
-        executor = checked(EXECUTOR_OPTIONS, make_executor, workers, scheduler, dask_workers)
+        executor = cli_executor(workers, scheduler, dask_workers)
         with executor:
             run_spectra(out or default_out(COMMAND), model=model, n_train=n_train,
                         schedule=schedule, t_values=ts, repetitions=repetitions, n_test=n_test,

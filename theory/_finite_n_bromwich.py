@@ -1,0 +1,354 @@
+"""The r integral of the exact finite-N theory by the Bromwich route (private).
+
+``E[sum w^2]``, ``E[sum w |P_k y|^2]`` and ``E[|P_k ybar|^2]`` as integrals over r of the
+single-point functions times ``phi^{N-1}`` (module docstring of `geomem.theory.finite_n`): a
+partition of unity over r into the moment series (lower r), the contour left of the pole
+(side H) and, for small N, the contour right of it (side phi); grids grown block by block and
+refined by halving.  The quadrature of each single-point function is in `_finite_n_saddle`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import special
+
+from ._finite_n_saddle import GridSpec, contour_line_integrals, saddle, solve_xi, tau_step
+
+__all__ = ["bromwich"]
+
+#: base grid spacing in ell (~ln of the lower tail probability) on the lower contour (the
+#: grid is then refined, see _REFINE_RTOL)
+_ELL_STEP_H = 0.2
+#: on the upper contour ell ~ ln phi and the integrand carries phi^{N-1} ~ e^{(N-1) ell}: the
+#: step is min(_ELL_STEP_PHI, _PHI_STEP_N / N), i.e. at least 5 nodes per e-fold
+_ELL_STEP_PHI = 0.1
+_PHI_STEP_N = 0.2
+#: moment series (generalization side of the r integral): _SERIES_TERMS terms; a node is
+#: trusted while the series loses less than _SERIES_MAX_CANCEL to cancellation and its last
+#: term is below _SERIES_TAIL_RTOL of the sum of magnitudes; nodes on a uniform r grid of step
+#: _SERIES_STEP (entire, double-exponentially cut-off integrand: trapezoid error
+#: ~ e^{-pi^2/step}) up to -ln M_1 + _SERIES_HEADROOM (s u ~ e^2 for typical u); the erfc
+#: hand-over window to the contour has width _SERIES_WIDTH
+_SERIES_TERMS = 60
+_SERIES_MAX_CANCEL = 1e5
+_SERIES_TAIL_RTOL = 1e-17
+_SERIES_STEP = 0.2
+_SERIES_HEADROOM = 2.0
+_SERIES_LOG_CAP = 600.0
+_SERIES_WIDTH = 0.3
+#: phi^{N-1} below e^{-_DEAD_LOG} (times quantities <= N^2) contributes nothing in float64
+_DEAD_LOG = 50.0
+#: the r integral starts where N * P(E < r) < e^{-42} (contributions below float64 precision)
+_ELL_BELOW = 42.0
+#: contour grids are at most _R_STEP apart in r across the series hand-over window and at
+#: most _R_STEP max(1, sd E) elsewhere (see GridSpec)
+_R_STEP = 0.2
+#: trapezoid refinement of a contour grid: halve the spacing until the sum moves by less than
+#: _REFINE_RTOL (relative), at most _MAX_REFINE times
+_REFINE_RTOL = 1e-8
+_MAX_REFINE = 4
+#: nodes added per extension of a contour grid; hard limits on the blocks and on |r|
+_ELL_BLOCK = 40
+_MAX_BLOCKS = 5000
+_R_LIMIT = 1e12
+#: the two contours (left/right of the pole at 0) are blended by erfc windows centred at the
+#: mean energy with width _WINDOW_WIDTH * max(1, sd(E)); each is evaluated only within
+#: _WINDOW_REACH widths of the centre on its far side (window < 1e-17 beyond), where its line
+#: integral is still well resolved
+_WINDOW_WIDTH = 0.4
+_WINDOW_REACH = 5.0
+#: an ell grid extension stops when the last nodes contribute below this relative amount
+_TAIL_RTOL = 1e-15
+
+
+def _weighted_sums(n, n_tangent, dr, log_phi, ag2, ag_q, ag2_q, ag_l):
+    """Integrand of the r integral times the node weight ``dr`` (P, J, 1 + 2K):
+    [N AG2 phi^{N-1}, N AGq phi^{N-1} (K), N AG2q phi^{N-1} + N(N-1) AGl^2 phi^{N-2} (K)]."""
+    base = n * dr
+    pw1 = np.exp((n - 1.0) * log_phi)
+    pw2 = np.exp(max(n - 2.0, 0.0) * log_phi)
+    terms = np.empty(log_phi.shape + (1 + 2 * n_tangent,))
+    terms[..., 0] = base * ag2 * pw1
+    terms[..., 1:1 + n_tangent] = (base * pw1)[..., None] * ag_q
+    terms[..., 1 + n_tangent:] = ((base * pw1)[..., None] * ag2_q
+                                  + ((n - 1.0) * base * pw2)[..., None] * ag_l**2)
+    return terms
+
+
+def _log_first_moment(b, m, lam):
+    """``ln M_1 = ln E[e^{-E}]`` (P,) for parameter points lam (P, G)."""
+    q = 1.0 + 2.0 * b
+    return np.sum(-0.5 * m * np.log(q) - b * lam / q, axis=-1)
+
+
+def _series_terms(b, m, lam, s, n, n_tangent, r, step):
+    """Integrand at nodes r (P, J) from the moment series (exact where it converges; no contour).
+
+    With ``s = e^r`` and ``u = e^{-E}``: ``phi = sum_k (-s)^k M_k / k!``,
+    ``A_G[h] = sum_j (-1)^j s^{j+1} M_{j+1}[h] / j!``, ``A_G2[h] = sum_j (-1)^j s^{j+2}
+    M_{j+2}[h] / j!`` with the closed-form moments ``M_k[h] = E[h e^{-k E}] = Lambda_h(-k)``.
+    The series are entire in s but lose ``E[e^{su}] / E[e^{-su}]`` to cancellation, so each
+    node also reports whether it is trustworthy: cancellation below _SERIES_MAX_CANCEL and the
+    last of the _SERIES_TERMS terms negligible. Returns ``ln phi`` (P, J), the terms
+    (P, J, 1 + 2K) and ``valid`` (P, J).
+    """
+    k = np.arange(1, _SERIES_TERMS + 3, dtype=float)  # moment orders 1 .. K + 2
+    q = 1.0 + 2.0 * k[:, None] * b  # (k, G): 1 - 2 z b at z = -k
+    lam_ = lam[:, None, :]  # (P, 1, G)
+    log_moment = np.sum(-0.5 * m * np.log(q) - k[:, None] * b * lam_ / q, axis=-1)  # (P, k)
+    bk, mk, sk, qk = b[:n_tangent], m[:n_tangent], s[:n_tangent], q[:, :n_tangent]
+    lamk = lam_[..., :n_tangent]
+    rho_sq = sk**2 * (mk / qk + 4.0 * (k[:, None] * bk) ** 2 * lamk / qk**2)  # (P, k, K)
+    rho_lin = 2.0 * k[:, None] * bk * sk * np.sqrt(lamk) / qk
+    log_fact = special.gammaln(k)  # ln (k-1)!
+    sign = (-1.0) ** (k - 1.0)
+    # term_k = s^k M_k / (k-1)! carries every series below; its orders shift by 1 or 2
+    log_term = k * r[..., None] + log_moment[:, None, :] - log_fact  # (P, J, k)
+    # beyond e^600 a node is untrustworthy anyway (flagged below); keep the arithmetic finite
+    term = np.exp(np.minimum(log_term, _SERIES_LOG_CAP))
+    q_tail = np.sum(sign * term / k, axis=-1)  # Q = 1 - phi = sum (-1)^{k+1} s^k M_k / k!
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_phi = np.log1p(-np.minimum(q_tail, 1.0))
+    t1 = sign[:-1] * term[..., :-1]  # j = k - 1 >= 0: s^{j+1} M_{j+1} / j!
+    # s^{j+2} M_{j+2} / j! = term_{j+2} (j+1), signs (-1)^j
+    t2 = sign[:-2] * term[..., 1:-1] * k[:-2]
+    ag2 = np.sum(t2, axis=-1)
+    ag_q = np.einsum("pjk,pkg->pjg", t1, rho_sq[:, :-1])
+    ag_l = np.einsum("pjk,pkg->pjg", t1, rho_lin[:, :-1])
+    ag2_q = np.einsum("pjk,pkg->pjg", t2, rho_sq[:, 1:-1])
+    # trust: |sum| not far below sum |terms| (for Q and A_G2), and the series has converged
+    total_abs = np.sum(term / k, axis=-1)
+    cancel = np.maximum(total_abs / np.abs(q_tail), np.sum(np.abs(t2), -1) / np.abs(ag2))
+    converged = term[..., -1] <= _SERIES_TAIL_RTOL * np.sum(term, axis=-1)
+    with np.errstate(invalid="ignore"):
+        valid = (cancel < _SERIES_MAX_CANCEL) & converged & (q_tail < 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):  # untrusted nodes are masked later
+        terms = _weighted_sums(n, n_tangent, step, log_phi, ag2, ag_q, ag2_q, ag_l)
+    return log_phi, terms, valid
+
+
+def _contour_terms(side, b, m, lam, s, n, n_tangent, v, steps):
+    """Integrand at contour nodes of unit spacing in the grid variable v of ``steps`` (P, J);
+    the trapezoid weight is ``dr = 1 / (dv/dr)``.
+    Returns r (P, J), ``ln phi(r)`` (P, J) and the terms (P, J, 1 + 2K).
+    """
+    lam3 = lam[:, None, :]
+    xi = solve_xi(side, b, m, lam3, v=v, steps=steps)
+    c, q, _, r, k2 = saddle(xi, side, b, m, lam3)
+    dr = 1.0 / steps.density(c, r)
+    log_scale, fn = contour_line_integrals(side, c, q, r, k2, b, m, lam, s, n_tangent, tau_step(n))
+    scale = np.exp(log_scale)
+    main = fn["main"] * scale
+    phi = 1.0 - main if side == "H" else main
+    log_phi = np.log(np.clip(phi, 1e-300, 1.0))
+    sc = scale[..., None]
+    terms = _weighted_sums(n, n_tangent, dr, log_phi, fn["AG2"] * scale, fn["AGq"] * sc,
+                           fn["AG2q"] * sc, fn["AGl"] * sc)
+    return r, log_phi, terms
+
+
+def _grid_start(side, b, m, lam, steps, r=None, ell=None):
+    """Grid variable v (and r) at the saddle given by r or ell, for one point lam (1, G)."""
+    xi = solve_xi(side, b, m, lam, r=None if r is None else np.array([r]),
+                   ell=None if ell is None else np.array([ell]))
+    c, _, k0, k1, _ = saddle(xi, side, b, m, lam)
+    ell_val = k0 - c * k1
+    return float(steps.coordinate(ell_val, k1)[0]), float(ell_val[0])
+
+
+def _series_window(r, split):
+    """Share of the moment series in the partition of unity over r (1 below, 0 above)."""
+    return 0.5 * special.erfc((r - split) / _SERIES_WIDTH)
+
+
+def _death_position(n, r, log_phi):
+    """First node r (P,) at which ``phi^{N-1} < e^{-_DEAD_LOG}`` (inf if none): phi decreases
+    in r, so nothing beyond contributes."""
+    alive = _alive(n, log_phi)
+    first = r[np.arange(r.shape[0]), alive.argmin(axis=1)]
+    return np.where(alive.all(axis=1), np.inf, first)
+
+
+def bromwich(b, m, lam, s, n_train, n_tangent):
+    """Expectations for P parameter points: b, m, s (G,), lam (P, G) -> (P,), (P,K), (P,K).
+
+    The r integral is split by a partition of unity into (i) the moment series where it is
+    trustworthy (the lower r range), (ii) the contour left of the pole (side H) above, and
+    (iii) where ``phi^{N-1}`` is still alive near the mean energy (small N), the contour right
+    of the
+    pole (side phi) above the mean, blended with (ii) by erfc windows of width
+    ``_WINDOW_WIDTH max(1, sd E)``. Each part is evaluated only where its share exceeds ~1e-12.
+    """
+    n = float(n_train)
+    P = lam.shape[0]
+    width_f = 1 + 2 * n_tangent
+    mean_e = np.sum(b * (m + lam), axis=-1)
+    sd_e = np.sqrt(np.sum(2.0 * b**2 * (m + 2.0 * lam), axis=-1))
+    width = _WINDOW_WIDTH * np.maximum(1.0, sd_e)
+    totals = np.zeros((P, width_f))
+
+    # (i) moment series on a uniform r grid per point, from N s M_1 < e^{-42} up to where it
+    # stops being trustworthy (or s u ~ e^2 for typical u); it hands over to the contour
+    # through an erfc window that closes _WINDOW_REACH widths below the last trusted node
+    log_m1 = _log_first_moment(b, m, lam)
+    r_lo = -math.log(n) - _ELL_BELOW - log_m1
+    n_nodes = int(math.ceil((math.log(n) + _ELL_BELOW + _SERIES_HEADROOM) / _SERIES_STEP)) + 1
+    rs = r_lo[:, None] + _SERIES_STEP * np.arange(n_nodes)
+    log_phi, terms, valid = _series_terms(b, m, lam, s, n, n_tangent, rs, _SERIES_STEP)
+    n_valid = np.where(valid.all(axis=1), n_nodes, valid.argmin(axis=1))  # leading valid run
+    r_split = r_lo + _SERIES_STEP * (n_valid - 1) - _WINDOW_REACH * _SERIES_WIDTH
+    keep = np.arange(n_nodes) < n_valid[:, None]
+    window = np.where(keep, _series_window(rs, r_split[:, None]), 0.0)
+    totals += np.einsum("pj,pjf->pf", window, np.where(keep[..., None], terms, 0.0))
+    dead_at = _death_position(n, rs, np.where(keep, log_phi, 0.0))
+
+    # (ii), (iii): contours, one parameter point at a time (their grids differ widely)
+    contour_lo = r_split - _WINDOW_REACH * _SERIES_WIDTH
+    for p in np.flatnonzero(dead_at > contour_lo):
+        args = (b, m, lam[p:p + 1], s, n, n_tangent)
+        lower, upper_needed = _lower_contour(*args, r_split[p], contour_lo[p], mean_e[p],
+                                             width[p])
+        totals[p] += lower
+        if upper_needed:
+            totals[p] += _upper_contour(*args, r_split[p], contour_lo[p], mean_e[p], width[p],
+                                        totals[p])
+    return totals[:, 0], totals[:, 1:1 + n_tangent], totals[:, 1 + n_tangent:]
+
+
+def _check_range(r, start):
+    if (not np.all(np.isfinite(r)) or np.any(np.abs(r) > _R_LIMIT)
+            or start > _MAX_BLOCKS * _ELL_BLOCK):
+        raise RuntimeError(f"finite-N r integral did not converge within |r| <= {_R_LIMIT:g}:"
+                           " energies out of float64 range")
+
+
+def _alive(n, log_phi):
+    """Mask (P, J) of nodes before the first one where ``phi^{N-1} < e^{-_DEAD_LOG}``: phi
+    decreases in r, so nothing after it contributes (and the contour need not be trusted)."""
+    dead = np.cumsum((n - 1.0) * log_phi < -_DEAD_LOG, axis=1) > 0
+    return ~dead
+
+
+def _grid_spec(side, h_ell, r_split, contour_lo, width):
+    """Grid of one contour: fine in r across the series hand-over window, and everywhere at
+    most ``_R_STEP max(1, sd E)`` (= ``width / 2``) apart in r."""
+    zones = [(contour_lo, r_split + _WINDOW_REACH * _SERIES_WIDTH, _SERIES_WIDTH)]
+    return GridSpec(side, h_ell, _R_STEP, zones, width / _WINDOW_WIDTH)
+
+
+def _contour_nodes(side, b, m, lam, s, n, n_tangent, spec, v):
+    """r (J,), alive-masked terms (J, F) at grid values v (J,) for one point lam (1, G)."""
+    r, log_phi, terms = _contour_terms(side, b, m, lam, s, n, n_tangent, v[None, :], spec)
+    return r[0], log_phi[0], terms[0]
+
+
+def _refine(side, b, m, lam, s, n, n_tangent, spec, v, r, terms, r_dead, weight, reference):
+    """Trapezoid sum over the unit-spaced grid v, halved until it is converged.
+
+    terms (J, F) are the (unweighted) integrand times dr at v; ``weight(r)`` the windows.
+    Each halving adds the midpoints; it stops when the sum moves by less than _REFINE_RTOL
+    (relative to |sum| + |reference|) or after _MAX_REFINE halvings (the trapezoid rule on
+    this analytic integrand converges geometrically, so the last change bounds the error).
+    """
+    def weighted(r_nodes, t_nodes):
+        return (weight(r_nodes) * (r_nodes < r_dead)) @ t_nodes
+
+    h = 1.0
+    total = weighted(r, terms)
+    for _ in range(_MAX_REFINE):
+        mid = v + 0.5 * h
+        r_mid, _, t_mid = _contour_nodes(side, b, m, lam, s, n, n_tangent, spec, mid)
+        new_total = 0.5 * (total + h * weighted(r_mid, t_mid))
+        v = np.sort(np.concatenate([v, mid]))
+        h *= 0.5
+        change = np.abs(new_total - total)
+        total = new_total
+        if np.all(change <= _REFINE_RTOL * (np.abs(total) + np.abs(reference)) + 1e-300):
+            break
+    return total
+
+
+def _grow(side, b, m, lam, s, n, n_tangent, spec, v_start, weight, reference, stop):
+    """Extend a contour grid block by block from ``v_start`` (one point lam (1, G)).
+
+    Stops where ``phi^{N-1}`` dies (nothing beyond contributes), or where
+    ``stop(last r, small)`` says so, ``small`` meaning that the last nodes' weighted terms are
+    below _TAIL_RTOL of the running sum (plus ``reference``). Returns v (J,), r (J,), terms
+    (J, F) (unweighted) and the r of death (inf if alive throughout).
+    """
+    v_blocks, r_blocks, t_blocks = [], [], []
+    sums = np.zeros(1 + 2 * n_tangent)
+    start = 0
+    while True:
+        v = v_start + np.arange(start, start + _ELL_BLOCK, dtype=float)
+        r, log_phi, terms = _contour_nodes(side, b, m, lam, s, n, n_tangent, spec, v)
+        _check_range(r, start)
+        alive = _alive(n, log_phi[None, :])[0]
+        v_blocks.append(v)
+        r_blocks.append(r)
+        t_blocks.append(terms)
+        weighted = terms * (weight(r) * alive)[:, None]
+        sums += weighted.sum(axis=0)
+        start += _ELL_BLOCK
+        joined = [np.concatenate(x) for x in (v_blocks, r_blocks, t_blocks)]
+        if not alive[-1]:
+            return (*joined, float(r[np.argmin(alive)]))
+        small = np.all(np.abs(weighted[-8:]).max(axis=0) * 8
+                       <= _TAIL_RTOL * (np.abs(sums) + np.abs(reference)) + 1e-300)
+        if stop(r[-1], small):
+            return (*joined, math.inf)
+
+
+def _lower_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, width):
+    """Side-H contour for one point (lam (1, G)) from the series hand-over upwards.
+
+    The grid runs (:func:`_grow`) until ``phi^{N-1}`` dies, the nodes become negligible or r
+    passes the mean energy + reach w; then it is refined
+    (:func:`_refine`). Returns the (1 + 2K,) sums and whether the upper contour is needed:
+    when ``phi^{N-1}`` dies below the mean energy the lower contour (accurate up to the mean
+    and beyond) covers everything; otherwise it is blended with the upper contour there.
+    """
+    spec = _grid_spec("H", _ELL_STEP_H, r_split, contour_lo, width)
+    v_start, ell_lo = _grid_start("H", b, m, lam, spec, r=contour_lo)
+    if ell_lo < -math.log(n) - _ELL_BELOW:  # start where N P(E < r) ~ e^{-42} instead
+        v_start, _ = _grid_start("H", b, m, lam, spec, ell=-math.log(n) - _ELL_BELOW)
+
+    def series_share(r_nodes):
+        return 1.0 - _series_window(r_nodes, r_split)
+
+    reach = mean_e + _WINDOW_REACH * width
+    v, r, terms, r_dead = _grow("H", b, m, lam, s, n, n_tangent, spec, v_start, series_share,
+                                0.0, lambda r_last, small: small or r_last > reach)
+    need_upper = r_dead > mean_e
+
+    def weight(r_nodes):
+        w = series_share(r_nodes)
+        if need_upper:
+            w = w * 0.5 * special.erfc((r_nodes - mean_e) / width)
+        return w
+
+    return _refine("H", b, m, lam, s, n, n_tangent, spec, v, r, terms, r_dead, weight,
+                   0.0), need_upper
+
+
+def _upper_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, width, reference):
+    """Side-phi contour for one point from ``max(mean - reach w, hand-over)`` upwards, window
+    ``erfc(-(r - mean)/w)/2``; ell (~ ln phi) descends in steps of at most min(_ELL_STEP_PHI,
+    _PHI_STEP_N / N) so that ``phi^{N-1} ~ e^{(N-1) ell}`` is resolved for every N; grown
+    past the mean until negligible (:func:`_grow`), then refined (:func:`_refine`)."""
+    r_start = max(mean_e - _WINDOW_REACH * width, contour_lo)
+    spec = _grid_spec("phi", min(_ELL_STEP_PHI, _PHI_STEP_N / n), r_split, contour_lo, width)
+    v_start, _ = _grid_start("phi", b, m, lam, spec, r=r_start)
+
+    def weight(r_nodes):
+        return ((1.0 - _series_window(r_nodes, r_split))
+                * 0.5 * special.erfc(-(r_nodes - mean_e) / width))
+
+    v, r, terms, r_dead = _grow("phi", b, m, lam, s, n, n_tangent, spec, v_start, weight,
+                                reference, lambda r_last, small: small and r_last > mean_e)
+    return _refine("phi", b, m, lam, s, n, n_tangent, spec, v, r, terms, r_dead, weight,
+                   reference)
+
+

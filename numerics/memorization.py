@@ -31,6 +31,7 @@ import torch
 from ..theory.manifold import LinearManifold
 from ..theory.schedules import VE, GeometricVE, Schedule
 from .retained import DEFAULT_DEFINITION, subspace_retained_dimension
+from .score_mlp import torch_a_delta
 
 __all__ = ["MEMORIZED_RATIO", "denoiser_rank", "empirical_score_fn", "memorized_fraction",
            "population_score_fn", "relative_score_distance", "retained_dimensions",
@@ -41,6 +42,13 @@ __all__ = ["MEMORIZED_RATIO", "denoiser_rank", "empirical_score_fn", "memorized_
 MEMORIZED_RATIO = 1.0 / 3.0
 
 ScoreFn = Callable[[torch.Tensor, Any], torch.Tensor]
+
+
+def _a_delta(schedule: Schedule, t: Any) -> tuple[float, float]:
+    """(a, Delta) at scalar time t by the torch formulas (which, unlike the theory's checked
+    schedules, accept t = 0 of GeometricVE: sigma = sigma_min)."""
+    a, delta = torch_a_delta(schedule, torch.tensor(float(t), dtype=torch.float64))
+    return float(a), float(delta)
 
 
 def time_of_sigma(schedule: Schedule, sigma: float) -> float:
@@ -89,7 +97,7 @@ def empirical_score_fn(Y: np.ndarray, schedule: Schedule) -> ScoreFn:
     data = torch.as_tensor(np.asarray(Y), dtype=torch.float64)
 
     def score(x: torch.Tensor, t: Any) -> torch.Tensor:
-        a, delta = float(schedule.a(float(t))), float(schedule.delta(float(t)))
+        a, delta = _a_delta(schedule, t)
         xd = x.double()
         logits = -torch.cdist(xd, a * data) ** 2 / (2 * delta)
         w = torch.softmax(logits, dim=1)
@@ -108,7 +116,7 @@ def population_score_fn(model: LinearManifold, schedule: Schedule) -> ScoreFn:
     eye = torch.eye(model.d, dtype=torch.float64)
 
     def score(x: torch.Tensor, t: Any) -> torch.Tensor:
-        a, delta = float(schedule.a(float(t))), float(schedule.delta(float(t)))
+        a, delta = _a_delta(schedule, t)
         precision = torch.linalg.inv(a * a * cov + delta * eye)
         return (-(x.double() @ precision)).to(x.dtype)
 

@@ -309,7 +309,9 @@ def train_ensemble(datasets: Sequence[Any], config: TrainingConfig = TrainingCon
     folder : run folder (snapshots, resume state, ``run.json``, ``loss.csv``); an existing
     state is resumed and training continues up to ``config.steps``.
     progress(step, last logged loss per member (E,), steps per second) : called every
-    ``log_every`` steps. Returns the EMA ensemble at ``config.steps``.
+    ``log_every`` steps. Returns the EMA ensemble at ``config.steps`` (a run folder already
+    trained further is returned as it is: its snapshots at or below the budget are the
+    networks of this budget).
     """
     data = _data_tensors(datasets)
     seeds = [int(s) for s in seeds]

@@ -85,6 +85,10 @@ def test_generalization_quick(tmp_path, cache_dir):
     record = json.loads((out / "record.json").read_text())
     assert set(record["summary"]) == {"digits", "disks"}
     assert "scale_down" in record["parameters"]
+    from PIL import Image  # a matplotlib dependency
+
+    width, height = Image.open(out / "sample_rows.png").size
+    assert height <= 1.6 * width and width <= 2600, (width, height)  # a grid, not a strip
     first = (out / "summary.csv").read_text()
     # resumable: a re-run reads the per-N cache and rewrites identical tables
     assert CliRunner().invoke(_app(generalization), args).exit_code == 0

@@ -160,3 +160,19 @@ def test_progress_eta_ignores_start_up(capsys):
     # the true rate is ~100 it/s; a rate averaged with the 0.6 s start-up would be < 5 it/s
     assert float(rates[-1]) > 20, err
     assert "first after 0.6s" in err
+
+
+def test_training_progress_shows_step_loss_rate_and_resume(capsys):
+    from geomem.validation.progress import resumed, reused_checkpoint, training_progress
+
+    with training_progress(100, "train N=250", initial=40, every=0) as bar:
+        bar.step(10, loss=0.123456)
+        assert bar.n == 50
+        text = str(bar)
+    assert "train N=250 (resumed at step 40)" in text and "50/100" in text
+    assert "loss=0.1235" in text and "step/s" in text
+    reused_checkpoint("train N=500", "/tmp/ckpt/abc")
+    resumed("grid", 3, 10)
+    err = capsys.readouterr().err
+    assert "train N=500: reused checkpoint /tmp/ckpt/abc" in err
+    assert "grid: resumed, 3/10 points read from cache" in err

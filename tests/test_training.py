@@ -231,3 +231,18 @@ def test_bad_data():
         train_score_model(np.full((4, 2), np.nan), TrainingConfig(steps=1, **TINY))
     with pytest.raises(ValueError, match="seeds"):
         train_ensemble([np.zeros((4, 2))], TrainingConfig(steps=1, **TINY), [0, 1])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_matches_cpu():
+    # same seeds, same batches (generated on the CPU): the CUDA network follows the CPU one
+    # up to float32 rounding of different kernels over 100 steps
+    Y = _data(32)
+    cfg = TrainingConfig(steps=100, **TINY)
+    cpu = train_ensemble([Y], cfg, [1])
+    gpu = train_ensemble([Y], cfg, [1], device="cuda")
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        np.testing.assert_allclose(gpu.member(0).model.cpu().score(x, 0.3).numpy(),
+                                   cpu.member(0).score(x, 0.3).numpy(), rtol=1e-3, atol=1e-3)

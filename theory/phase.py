@@ -18,7 +18,9 @@ returns a :class:`PhaseDiagram` of numpy arrays. Definitions (method = "paper" o
   On the linear scale the REM keeps most of every gap at small t (``lam* r_k`` tends to a
   constant >> 1, so ``sigma_k << 1/Delta``); on the log scale the same spectra lose their gaps
   as t -> 0. Both scales order the subspaces alike (smaller variance: smaller fraction).
-- *subspace k lost* (``condensed[..., k]``): "paper": ``t < t_c,k(N)``, the published
+- *subspace k lost* (``condensed[..., k]``; for "rem" where :func:`gap_retained` of the
+  retained fraction is False -- the criterion every measurement shares through
+  :func:`gap_fraction` / :func:`gap_retained`): "paper": ``t < t_c,k(N)``, the published
   per-direction condensation time (:func:`~geomem.theory.published.direction_condensation_times`);
   "rem": retained fraction < 1/2, i.e. ``lam* < 1/(2 + r_k)`` (linear) or
   ``lam* < 1/(1 + sqrt(1 + r_k))`` (log).
@@ -42,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_choice
+from ._checks import as_real, check_choice
 from .manifold import LinearManifold
 from .population import effective_direction_variances
 from .published import direction_condensation_times, paper_singular_values
@@ -299,7 +301,7 @@ def phase_diagram(model: LinearManifold, n_train_values: Any, t_values: Any,
     if not isinstance(model, LinearManifold):
         raise ValueError(f"model must be a LinearManifold, got {type(model).__name__}")
     schedule = get_schedule(schedule)
-    n_train = np.atleast_1d(np.asarray(n_train_values, dtype=np.float64))
+    n_train = np.atleast_1d(as_real("n_train_values", n_train_values))
     if n_train.ndim != 1:
         raise ValueError(f"n_train_values must be one-dimensional, got shape {n_train.shape}")
     log_n = _log_n_fast(n_train)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_positive
+from ._checks import as_real, check_positive
 from .manifold import LinearManifold
 from .schedules import VE, Schedule, get_schedule
 
@@ -98,7 +98,7 @@ def marchenko_pastur_density(x: Any, ratio: Any, scale: Any = 1.0) -> np.ndarray
     It integrates to ``min(1, 1/ratio)``; for ``ratio > 1`` the missing mass ``1 - 1/ratio`` is an
     atom at x = 0 (the p - n zero eigenvalues), not included here. Shape: broadcast of the inputs.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = as_real("x", x)
     if not np.all(np.isfinite(x)):
         raise ValueError("x must be finite (no NaN or inf)")
     ratio, scale = _check_ratio_scale(ratio, scale)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_choice, show
+from ._checks import as_real, check_choice, show
 from .manifold import LinearManifold
 from .population import effective_direction_variances, population_singular_values
 from .published import paper_singular_values
@@ -44,7 +44,7 @@ def rem_singular_values(model: LinearManifold, t: Any, lam: Any, schedule: Sched
     ``broadcast(t, lam) + (d,)``; lam in (0, 1] is a freezing parameter."""
     schedule = get_schedule(schedule)
     t = schedule.check_time(t)
-    lam = np.asarray(lam, dtype=np.float64)
+    lam = as_real("lam", lam)
     if lam.size == 0 or not np.all(np.isfinite(lam)) or np.any(lam <= 0) or np.any(lam > 1):
         raise ValueError(f"lam out of range: allowed 0 < lam <= 1, got {show(lam)}")
     v = effective_direction_variances(model)

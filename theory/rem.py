@@ -41,7 +41,7 @@ import mpmath
 import numpy as np
 from scipy import special
 
-from ._checks import check_choice, check_finite_array, check_int, show
+from ._checks import as_real, check_choice, check_finite_array, check_int, show
 from ._quadrature import chi2_product_rule
 from ._rem_kernels import (
     _MAX_NEWTON,
@@ -95,7 +95,7 @@ def tilted_kl(lam: Any, x: Any, model: LinearManifold, t: Any, schedule: Schedul
     schedule = get_schedule(schedule)
     v, m, groups = _variance_groups(model)
     x = check_finite_array("x", x, last_dim=model.d)
-    lam = np.asarray(lam, dtype=np.float64)
+    lam = as_real("lam", lam)
     if lam.size == 0 or not np.all(np.isfinite(lam)) or np.any(lam <= 0) or np.any(lam > 1):
         raise ValueError(f"lam out of range: allowed 0 < lam <= 1, got {show(lam)}")
     r, delta = _snr(v, t, schedule)
@@ -114,7 +114,7 @@ def annealed_tilted_kl(lam: Any, model: LinearManifold, t: Any, schedule: Schedu
     """
     schedule = get_schedule(schedule)
     v, m, _ = _variance_groups(model)
-    lam = np.asarray(lam, dtype=np.float64)
+    lam = as_real("lam", lam)
     if lam.size == 0 or not np.all(np.isfinite(lam)) or np.any(lam <= 0) or np.any(lam > 1):
         raise ValueError(f"lam out of range: allowed 0 < lam <= 1, got {show(lam)}")
     r, _ = _snr(v, t, schedule)

@@ -70,7 +70,7 @@ class Schedule:
         """
         if isinstance(log_snr, mpmath.mpf):
             return self._time_at_log_snr_mp(log_snr)
-        arr = np.asarray(log_snr, dtype=np.float64)
+        arr = as_real("log_snr", log_snr)
         if np.any(np.isnan(arr)):
             raise ValueError("log_snr must not be NaN")
         return self._time_at_log_snr(arr)

@@ -143,7 +143,7 @@ def train_and_measure(point: Mapping[str, Any], seed_sequence: Any = None) -> di
                                             "source": "population"})
     references = {s: empirical_score_fn(Y, schedule) for s, Y in zip(seeds, Ys, strict=True)}
     population = population_score_fn(model, schedule) if gaussian else None
-    for step in run.snapshots:
+    for step in [s for s in run.snapshots if s <= steps]:   # a longer run is cut at the budget
         ensemble = load_ensemble(folder, step)
         for i, (s, Y) in enumerate(zip(seeds, Ys, strict=True)):
             net = ensemble.member(i)

@@ -44,6 +44,7 @@ from .options import (
     SchedulerOption,
     WorkersOption,
     check_scheduler_address,
+    probe_scheduler,
 )
 from .progress import progress, resumed
 from .records import RunOutput, dumps, from_jsonable
@@ -240,6 +241,7 @@ class DaskExecutor:
             from distributed import Client, LocalCluster
 
             if self.scheduler is not None:
+                probe_scheduler(self.scheduler)  # one-line ConnectionError, not a 20 s wait
                 self._client = Client(self.scheduler, timeout="20s")
             else:
                 self._cluster = LocalCluster(

@@ -299,7 +299,7 @@ def _plot_rows(run: RunOutput, per_dataset, n_rows: int) -> None:
     plt = pyplot()
     n_cols = max(len(grid) for grid, _ in per_dataset.values())
     n_lines = n_rows * len(per_dataset)
-    fig, axes = plt.subplots(n_lines, n_cols, figsize=(2.5 * n_cols, 1.05 * n_lines + 0.9),
+    fig, axes = plt.subplots(n_lines, n_cols, figsize=(2.6 * n_cols, 0.95 * n_lines + 0.9),
                              squeeze=False)
     for d, (name, (grid, results)) in enumerate(per_dataset.items()):
         for c in range(n_cols):
@@ -324,7 +324,8 @@ def _plot_rows(run: RunOutput, per_dataset, n_rows: int) -> None:
                 ax.set_xlabel(f"S1~A {res['train_sim_0'][i]:.2f}   A~B {res['ab'][i]:.2f}   "
                               f"B~S2 {res['train_sim_1'][i]:.2f}", fontsize=7)
     fig.suptitle("Each cell: closest training image in S1 | sample of A | sample of B | "
-                 "closest in S2 (same sampler seed); cosine similarities below", fontsize=10)
+                 "closest in S2\n(same sampler seed for A and B); cosine similarities below",
+                 fontsize=9)
     fig.tight_layout()
     run.save_figure(fig, "sample_rows")
     plt.close(fig)
@@ -354,8 +355,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Two denoisers on disjoint training sets: when do they generate the same images?
 
-        --quick: tiny networks, 8x8 images, 4 samples, N in 1,10, except for sizes given
-        explicitly."""
+        --quick: tiny networks, 8x8 images, 4 samples, N in 1,10,
+        except for sizes given explicitly."""
         names = parse_choices("--datasets", datasets, DATASETS)
         if samples < 1:
             raise bad_option("--samples", f"must be >= 1, got {samples}")

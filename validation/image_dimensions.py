@@ -144,9 +144,9 @@ def run_image_dimensions(out: Path, *, datasets: Sequence[str] = IMAGE_DATASETS,
                                  "trace_jacobian": res["trace"][p]})
             sk_rows.append({"dataset": name, "N": n, **{k: float(v) for k, v in sk.items()}})
         summary[name] = {
-            f"sigma={s:g}": {str(n): {"gap_median": float(np.nanmedian(
+            f"sigma={s:g}": {str(n): {"gap_median": _median(
                 [r["gap_dimension"] for r in rows if r["dataset"] == name and r["N"] == n
-                 and r["sigma"] == s])), "shrinkage_median": float(np.median(
+                 and r["sigma"] == s]), "shrinkage_median": float(np.median(
                 [r["shrinkage_dimension"] for r in rows if r["dataset"] == name and r["N"] == n
                  and r["sigma"] == s]))} for n in grid} for s in sigmas}
         summary[name]["skdim"] = {str(r["N"]): {k: r[k] for k in SKDIM_ESTIMATORS}
@@ -273,8 +273,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Spectral-gap dimension of trained denoisers vs N on digits and disks (true dim 5).
 
-        --quick: tiny networks, 8x8 images, 2 points, N in 1,10 and two sigmas, except for
-        --n-values/--sigmas/--points given explicitly."""
+        --quick: tiny networks, 8x8 images, 2 points, N in 1,10, two
+        sigmas, except for --n-values/--sigmas/--points/--steps given."""
         names = parse_choices("--datasets", datasets, IMAGE_DATASETS)
         if points < 1:
             raise bad_option("--points", f"must be >= 1, got {points}")

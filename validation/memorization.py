@@ -64,9 +64,11 @@ __all__ = ["COMMAND", "DEFAULTS", "QUICK", "fit_exponent", "memorization_time",
            "register", "run_memorization", "tau_summary"]
 
 COMMAND = "memorization"
-DEFAULTS = {"n_values": (16, 32, 64, 128, 256, 512), "seeds": 2, "max_steps": 60_000,
-            "steps_per_point": 200, "sigmas": (0.02, 0.05, 0.1)}
-QUICK = {"n_values": (8, 32), "seeds": 2, "max_steps": 400, "steps_per_point": 50,
+#: default grid: budgets 300 x N steps (4.8k ... 154k), about 1.5-2x the memorization time
+#: of the fast protocol, which grows about linearly with N; ~12 min of training on 2 cores
+DEFAULTS = {"n_values": (16, 32, 64, 128, 256, 512), "seeds": 2, "max_steps": 160_000,
+            "steps_per_point": 300, "sigmas": (0.02, 0.05, 0.1)}
+QUICK = {"n_values": (8, 16), "seeds": 2, "max_steps": 300, "steps_per_point": 40,
          "sigmas": (0.02, 0.1)}
 #: fraction of the population retained dimension below which a network counts as memorizing
 MEMORIZED_LEVEL = 0.5

@@ -250,8 +250,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Monte Carlo vs the large-deviation REM: E(sum w^2), lam*, N_eff, E(J) per subspace.
 
-        --quick: smallest and largest d, first two times, 2 replicates x 8 test points, except
-        for sizes given explicitly."""
+        --quick: smallest and largest d, first two times, 2 replicates
+        x 8 test points, except for sizes given explicitly."""
         d_list = parse_ints("--ds", ds, minimum=2)
         if not (alpha > 0 and np.isfinite(alpha)) or max(np.exp(alpha * np.array(d_list))) > 1e6:
             raise bad_option("--alpha", f"need alpha > 0 with exp(alpha d) <= 1e6 for every d "

@@ -12,8 +12,9 @@ excludes 1, "tie" otherwise. ``fresh_mean`` (one pooled mean Jacobian per t) has
 ``geomem spectra`` writes both tables (``gap_loss_robustness.csv``, ``first_lost.csv``). The
 runner ``python -m geomem.validation.robustness --out DIR`` runs ``geomem spectra`` on the
 report's geometries (fig4, fig4-gaussian, equal) under VE and VP and concatenates them into
-``DIR/robustness.csv``, ``DIR/robustness.md`` (every row) and ``DIR/robustness_summary.md``
-(the table of docs/findings.md §1).
+``DIR/robustness.csv`` (first-lost rows), ``DIR/robustness_gap_loss.csv`` (every gap-loss time
+with its CI and censoring counts), ``DIR/robustness.md`` (every first-lost row) and
+``DIR/robustness_summary.md`` (the table of docs/findings.md §1). Stored copies: docs/data/.
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ def first_lost_rows(gap_rows: list[dict], logs: dict, resolution: float = 1.0) -
         first, second = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
         pair = paired_log_ratio(log_t[:, first], log_t[:, second], resolution)
         row.update(pair)
+        if log_t.shape[1] >= 2:  # the same ratio as t_loss(1)/t_loss(2), for the tables
+            r12 = paired_log_ratio(log_t[:, 0], log_t[:, 1], resolution)
+            row.update(ratio_12=r12["ratio"], ratio_12_ci_low=r12["ratio_ci_low"],
+                       ratio_12_ci_high=r12["ratio_ci_high"])
         if not np.isfinite(times[second]):
             censored = [r for r in sel if r["subspace"] == second + 1][0]
             verdict = (f"{first + 1} (the other never lost)"
@@ -155,14 +160,13 @@ def summary_markdown(rows: list[dict]) -> str:
                                  .replace(" (the other never lost)", "*")
                                  for th in ("1/3", "1/2", "2/3"))
             mid = sel["1/2"]
-            t1, t2 = mid.get("t_loss_1"), mid.get("t_loss_2")
-            if t1 is not None and t2 is not None and np.isfinite(t1) and np.isfinite(t2):
-                ratio = f"{t1 / t2:.2f}"
-                if np.isfinite(mid.get("ratio_ci_low", np.nan)):
-                    ratio = (f"{mid['ratio']:.2f} [{mid['ratio_ci_low']:.2f}, "
-                             f"{mid['ratio_ci_high']:.2f}]")
-            else:
+            low, high = mid.get("ratio_12_ci_low"), mid.get("ratio_12_ci_high")
+            if mid.get("ratio_12") is None or not np.isfinite(mid["ratio_12"]):
                 ratio = "–"
+            elif low is not None and np.isfinite(low):
+                ratio = f"{mid['ratio_12']:.2f} [{low:.2f}, {high:.2f}]"
+            else:
+                ratio = f"{mid['ratio_12']:.2f}"
             cells.append(f"{verdicts}; {ratio}")
         lines.append(f"| {run} | {source} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -180,7 +184,7 @@ def run_robustness(out: Path, *, n_train: int = 1000, n_times: int = 40,
 
     out = Path(out)
     models = report_geometries()
-    rows = []
+    rows, gap_rows = [], []
     with make_executor(workers, None, None) as executor:
         for geom in geometries or list(models):
             for schedule in schedules:
@@ -190,11 +194,14 @@ def run_robustness(out: Path, *, n_train: int = 1000, n_times: int = 40,
                                      repetitions=repetitions, n_test=n_test,
                                      replicates=replicates, seed=seed, executor=executor)
                 rows += [{"run": f"{geom} {schedule}", **r} for r in res["first_lost_rows"]]
-    columns = list(dict.fromkeys(key for r in rows for key in r))
-    with (out / "robustness.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+                gap_rows += [{"run": f"{geom} {schedule}", **r}
+                             for r in res["robustness_rows"]]
+    for stem, table in (("robustness", rows), ("robustness_gap_loss", gap_rows)):
+        columns = list(dict.fromkeys(key for r in table for key in r))
+        with (out / f"{stem}.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(table)
     (out / "robustness.md").write_text(_markdown(rows))
     (out / "robustness_summary.md").write_text(summary_markdown(rows))
     return rows

@@ -358,8 +358,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Figure 4: published theory, REM and measured Jacobian singular values versus t.
 
-        --quick: n-train 200, n-times 5, repetitions 2, n-test 4, replicates 2, except for
-        sizes given explicitly."""
+        --quick: n-train 200, n-times 5, repetitions 2, n-test 4,
+        replicates 2, except for sizes given explicitly."""
         dim_list = parse_ints("--dims", dims)
         std_list = parse_floats("--stds", stds)
         if not (0 < t_min < t_max):

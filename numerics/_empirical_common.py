@@ -142,6 +142,9 @@ def validate(X: Any, Y: Any, a: Any, delta: Any, backend: str, subspaces: Any = 
                                  f"(squared distances must fit float64), got up to {bound:.3g}")
     bases = None
     if subspaces is not None:
+        if not isinstance(subspaces, (list, tuple)):
+            raise ValueError("subspaces must be a list of (d, m_k) orthonormal bases, got "
+                             f"{show(subspaces)}")
         bases = []
         for k, basis in enumerate(subspaces):
             basis = as_float64(f"subspaces[{k}]", basis)

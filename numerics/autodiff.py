@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geomem.theory._checks import check_choice, check_int
+from geomem.theory._checks import as_generator, check_choice, check_int
 
 __all__ = [
     "JACOBIAN_BLOCK_ELEMENTS",
@@ -183,7 +183,7 @@ def extreme_singular_values(fn: ScoreFn, x: Any, k: int, which: str = "largest",
         tol = LANCZOS_TOL_FLOAT64 if dtype == torch.float64 else LANCZOS_TOL_FLOAT32
     ncv = min(d, max(2 * k + 1, LANCZOS_MIN_NCV)) if ncv is None else \
         check_int("ncv", ncv, minimum=min(2 * k + 1, d), maximum=d)
-    v0 = np.random.default_rng(rng).standard_normal(d)
+    v0 = as_generator("rng", rng).standard_normal(d)
     ritz = eigsh(operator, k=k, which="LA" if which == "largest" else "SA", tol=tol,
                  maxiter=maxiter, ncv=ncv, v0=v0, return_eigenvectors=False)
     sv = np.sqrt(np.clip(ritz, 0.0, None))

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from geomem.theory._checks import show
+from geomem.theory._checks import as_real, check_choice, check_real, show
 
 __all__ = ["CLIFF_DROP", "CLIFF_FACTOR", "DEFAULT_MIN_GAP_RATIO", "DEFAULT_RATIO_THRESHOLD",
            "METHODS", "DimensionEstimate", "estimate_dimension"]
@@ -135,9 +135,8 @@ def estimate_dimension(singular_values: Any, method: str = "cliff", *, drop: int
     threshold : values below threshold x largest kept value are counted ("ratio"; in (0, 1)).
     no_gap : the ``dimension`` reported where no gap is found (default NaN).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    sv = np.asarray(singular_values, dtype=np.float64)
+    check_choice("method", method, METHODS)
+    sv = as_real("singular_values", singular_values)
     if sv.ndim == 0:
         raise ValueError("singular_values must have shape (..., d) with d >= 1, got a scalar")
     if not np.all(np.isfinite(sv)) or np.any(sv < 0):
@@ -152,6 +151,9 @@ def estimate_dimension(singular_values: Any, method: str = "cliff", *, drop: int
     if d < needed:
         raise ValueError(f"singular_values: method {method!r} with drop={drop} needs d >= "
                          f"{needed} values on the last axis, got d = {d}")
+    factor, min_ratio, threshold = (check_real(n, v) for n, v in (
+        ("factor", factor), ("min_ratio", min_ratio), ("threshold", threshold)))
+    no_gap = check_real("no_gap", no_gap, allow_nan=True)
     if method == "cliff" and not factor > 0:
         raise ValueError(f"factor must be > 0, got {factor}")
     if method == "gap" and not min_ratio > 1:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geomem.theory._checks import show
+from geomem.theory._checks import as_generator, show
 
 __all__ = [
     "DATASETS",
@@ -159,7 +159,7 @@ def disk_images(n: int, size: int = 16, rng: np.random.Generator | None = None
     Radius uniform in [size/8, size/4]; centre uniform such that the disk stays inside the
     image; grey levels uniform in ``DISK_LEVEL_RANGE`` with contrast >= ``DISK_MIN_CONTRAST``."""
     n, size = _check_count(n), _check_size(size)
-    rng = np.random.default_rng(rng)
+    rng = as_generator("rng", rng)
     r = rng.uniform(size / 8, size / 4, n)
     margin = r + 1.0
     cx = rng.uniform(margin, size - 1 - margin)
@@ -219,7 +219,7 @@ def c_alpha_images(n: int, size: int = 16, alpha: float = 1.0,
     n, size = _check_count(n), _check_size(size)
     if not 0.0 < alpha <= 8.0:
         raise ValueError(f"alpha out of range: allowed 0 < alpha <= 8, got {alpha}")
-    rng = np.random.default_rng(rng)
+    rng = as_generator("rng", rng)
     fine = 2 * size
     contour = _filtered_noise(n, (fine,), alpha, rng)            # (n, fine) in [0, 1]
     contour = fine * (0.25 + 0.5 * contour)                      # edge between 1/4 and 3/4 height
@@ -240,7 +240,7 @@ def load_dataset(name: str, n: int | None = None, *, size: int = 16, data_dir: s
     ``n`` images (required) from ``rng``. MNIST/CIFAR-10 need ``data_dir``."""
     if name not in DATASETS:
         raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
-    rng = np.random.default_rng(rng)
+    rng = as_generator("rng", rng)
     if name in ("disks", "calpha1", "calpha2", "calpha3"):
         if n is None:
             raise ValueError(f"n is required for the synthetic data set {name!r}")

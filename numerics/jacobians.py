@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geomem.theory._checks import check_int, check_positive
+from geomem.theory._checks import as_generator, as_real, check_int, check_positive
 
 from .autodiff import (
     JACOBIAN_BLOCK_ELEMENTS,
@@ -92,7 +92,7 @@ def haar_orthogonal(d: int, rng: np.random.Generator | int | None = None) -> np.
     makes Q exactly Haar distributed (Mezzadri 2007).
     """
     d = check_int("d", d, minimum=1)
-    rng = np.random.default_rng(rng)
+    rng = as_generator("rng", rng)
     q, r = np.linalg.qr(rng.standard_normal((d, d)))
     signs = np.sign(np.diag(r))
     signs[signs == 0] = 1.0
@@ -186,7 +186,7 @@ def orthogonal_group_singular_values(score_fn: ScoreFn, x0: Any, sigma: float, *
         raise ValueError(f"n_directions out of range: allowed 1 <= n_directions <= d = {d}, "
                          f"got {K} (use symmetric_difference_singular_values for K > d)")
     batch_size = check_int("batch_size", batch_size, minimum=1)
-    Z = haar_orthogonal(d, np.random.default_rng(rng))[:K]
+    Z = haar_orthogonal(d, as_generator("rng", rng))[:K]
     queries = x[None, :] + sigma * Z
     if subtract_center:
         queries = np.concatenate([queries, x[None, :]], axis=0)
@@ -224,7 +224,7 @@ def symmetric_difference_singular_values(score_fn: ScoreFn, x0: Any, sigma: floa
     d = x.size
     K = _n_directions(n_directions, 4 * d)
     batch_size = check_int("batch_size", batch_size, minimum=1)
-    noise = _directions(K, d, np.random.default_rng(rng))
+    noise = _directions(K, d, as_generator("rng", rng))
     queries = np.concatenate([x + sigma * noise, x - sigma * noise], axis=0)
     values = _evaluate(score_fn, queries, like, batch_size)
     stack = 0.5 * (values[:K] - values[K:])
@@ -243,7 +243,7 @@ def normalize_spectrum(sv: Any, drop_largest: int = 1) -> np.ndarray:
     Returns:
         (..., d - drop_largest) values in [0, 1], descending, the first equal to 1.
     """
-    arr = np.asarray(sv, dtype=np.float64)
+    arr = as_real("sv", sv)
     if arr.ndim < 1 or arr.shape[-1] < 1 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError("sv must be a finite, non-negative array of shape (..., d) with d >= 1")
     drop = check_int("drop_largest", drop_largest, minimum=0, maximum=arr.shape[-1] - 1)
@@ -275,7 +275,7 @@ def paper_protocol_spectra(score_fn_at_sigma: Callable[[float], ScoreFn], x0: An
     reps = check_int("repetitions", repetitions, minimum=1)
     if not callable(score_fn_at_sigma):
         raise ValueError("score_fn_at_sigma must be a callable sigma -> score_fn")
-    gen = np.random.default_rng(rng)
+    gen = as_generator("rng", rng)
     point = x if like is None else like
     out = np.empty((sig.size, x.size))
     for i, s in enumerate(sig):

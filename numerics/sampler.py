@@ -17,6 +17,8 @@ import math
 import numpy as np
 import torch
 
+from geomem.theory._checks import as_real
+
 __all__ = ["SampleResult", "cosine_similarity", "sample"]
 
 #: images are initialised around this grey level (data in [0, 1])
@@ -89,8 +91,8 @@ def sample(denoiser: torch.nn.Module, shape: tuple[int, int, int, int], *, seed:
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity of images after removing each image's mean: a (..., C, H, W) and b
     broadcastable; returns (...). The paper's measure of sample-vs-sample agreement."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    a = as_real("a", a)
+    b = as_real("b", b)
     a = a.reshape(*a.shape[:-3], -1)
     b = b.reshape(*b.shape[:-3], -1)
     a = a - a.mean(-1, keepdims=True)

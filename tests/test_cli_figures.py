@@ -69,7 +69,7 @@ def test_image_dimensions_legend_lists_only_series_with_data():
         def save_figure(self, fig, stem):
             captured["labels"] = [t.get_text() for ax in fig.axes if ax.get_legend()
                                   for t in ax.get_legend().get_texts()]
-            captured["texts"] = [t.get_text() for ax in fig.axes for t in ax.texts]
+            captured["texts"] = [ax.get_title() for ax in fig.axes]
 
     rows = [{"dataset": "disks", "N": n, "sigma": s, "point": 0, "gap_dimension": float("nan"),
              "shrinkage_dimension": 3, "trace_jacobian": 1.0}

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.func import jacrev, vmap
 
-from geomem.numerics.score_mlp import MLPConfig, ScoreMLP, torch_a_delta
 from geomem.numerics.memorization import denoiser_rank, score_jacobians, time_of_sigma
+from geomem.numerics.score_mlp import MLPConfig, ScoreMLP, torch_a_delta
 from geomem.numerics.training import (
     PAPER_STEPS,
     TrainingConfig,

@@ -17,7 +17,9 @@ __all__ = [
     "check_int",
     "check_n_train",
     "check_positive",
+    "as_generator",
     "as_real",
+    "check_real",
     "check_probability",
     "show",
 ]
@@ -52,6 +54,29 @@ def as_real(name: str, value: Any) -> np.ndarray:
     except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"{name} must be a real number or array, got "
                          f"{type(value).__name__} {show(value)}") from exc
+
+
+def as_generator(name: str, rng: Any) -> np.random.Generator:
+    """``np.random.default_rng(rng)`` with a message naming ``name`` for anything that is not a
+    seed (non-negative int or sequence of them), a Generator, a SeedSequence or None."""
+    if isinstance(rng, bool):
+        raise ValueError(f"{name} must be an integer seed >= 0, a numpy Generator or None, "
+                         f"got {show(rng)}")
+    try:
+        return np.random.default_rng(rng)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{name} must be an integer seed >= 0, a numpy Generator or None, "
+                         f"got {show(rng)}") from exc
+
+
+def check_real(name: str, value: Any, *, allow_nan: bool = False) -> float:
+    """A real scalar (a Python or numpy number, not bool or str) as float; NaN only if allowed.
+    Range checks are the caller's."""
+    arr = None if isinstance(value, (bool, str, bytes)) else as_real(name, value) if np.ndim(
+        value) == 0 else None
+    if arr is None or (np.isnan(arr) and not allow_nan):
+        raise ValueError(f"{name} must be a real number, got {show(value)}")
+    return float(arr)
 
 
 def _first_bad(arr: np.ndarray, bad: np.ndarray, value: Any) -> str:
@@ -106,10 +131,21 @@ def check_probability(name: str, value: Any, *, open_left: bool = True) -> np.nd
     return arr
 
 
+def _same(value: Any, option: Any) -> bool:
+    """``value == option`` for plain values; arrays and objects whose comparison fails (or is
+    not a single truth value) are never an allowed option."""
+    if isinstance(value, np.ndarray):
+        return False
+    try:
+        return bool(value == option)
+    except (TypeError, ValueError):
+        return False
+
+
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     """One of a fixed set of options."""
     allowed = tuple(allowed)
-    if value not in allowed:
+    if not any(_same(value, option) for option in allowed):
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got "
                          f"{show(value)}")
     return value

@@ -21,7 +21,7 @@ from functools import cached_property
 import numpy as np
 from scipy import integrate, stats
 
-from ._checks import check_choice, check_int, check_positive, show
+from ._checks import as_real, check_choice, check_int, check_positive, show
 
 __all__ = ["LinearManifold"]
 
@@ -85,7 +85,7 @@ class LinearManifold:
             self.basis_kind = basis
             self._basis_array = None
         else:
-            arr = np.asarray(basis, dtype=np.float64)
+            arr = as_real("basis", basis)
             if arr.shape != (self.d, self.d):
                 raise ValueError(f"basis must be (d, d) = ({self.d}, {self.d}), got {arr.shape}")
             if not np.allclose(arr.T @ arr, np.eye(self.d), atol=1e-10):

@@ -23,7 +23,10 @@ import numpy as np
 
 from ._checks import as_real, check_choice, check_int, check_positive, show
 
-__all__ = ["DDPM", "VE", "VP", "GeometricVE", "Schedule", "get_schedule"]
+__all__ = ["DDPM", "DDPM_MAX_STEPS", "VE", "VP", "GeometricVE", "Schedule", "get_schedule"]
+
+#: most DDPM steps accepted: the schedule stores a float64 grid per step (80 MB at 1e7)
+DDPM_MAX_STEPS = 10**7
 
 
 class Schedule:
@@ -192,7 +195,12 @@ class DDPM(Schedule):
     name = "DDPM"
 
     def __init__(self, beta_min: float = 1e-4, beta_max: float = 2e-2, steps: int = 1000):
-        check_int("steps", steps, minimum=1)
+        check_int("steps", steps, minimum=1, maximum=DDPM_MAX_STEPS)
+        for label, beta in (("beta_min", beta_min), ("beta_max", beta_max)):
+            if isinstance(beta, bool) or not np.isscalar(beta) or isinstance(beta, (str, bytes)):
+                raise ValueError(f"{label} must be a real number in (0, 1), got {show(beta)}")
+            beta = as_real(label, beta)
+        beta_min, beta_max = float(beta_min), float(beta_max)
         if not (0.0 < beta_min <= beta_max < 1.0):
             raise ValueError(
                 "beta_min, beta_max out of range: allowed 0 < beta_min <= beta_max < 1, got "

@@ -125,8 +125,8 @@ def train_and_measure(point: Mapping[str, Any], seed_sequence: Any = None) -> di
     quick = bool(point.get("quick"))
     n_points, n_samples, sampler_steps = QUICK_MEASURE if quick else (
         MEASURE_POINTS, SAMPLES, SAMPLER_STEPS)
-    queries = {(s, sg): _query_points(model, Y, sg, s, n_points) for s, Y in zip(seeds, Ys, strict=True)
-               for sg in sigmas}
+    queries = {(s, sg): _query_points(model, Y, sg, s, n_points)
+               for s, Y in zip(seeds, Ys, strict=True) for sg in sigmas}
     gaussian = not model.normalized
     # the two limits: the exact empirical score of each training set, the population score
     for i, (s, Y) in enumerate(zip(seeds, Ys, strict=True)):

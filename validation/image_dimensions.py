@@ -225,14 +225,12 @@ def _plot(run: RunOutput, rows, sk_rows, spectra, datasets, sigmas) -> None:
                         label=f"skdim {est} (training images)")
         if sk_n and max(sk_n) < SKDIM_MIN_POINTS:
             missing.append(f"skdim (needs N >= {SKDIM_MIN_POINTS})")
-        if missing:
-            ax.text(0.02, 0.98, "not shown, no data:\n" + "\n".join(missing),
-                    transform=ax.transAxes, va="top", fontsize=6, color="0.3")
+        ax.set_title(name + ("".join(f"\nnot drawn, no data: {m}" for m in missing)),
+                     fontsize=9 if missing else 11)
         if name in TRUE_DIMENSION:
             ax.axhline(TRUE_DIMENSION[name], color="k", lw=0.8, ls=":", label="true dimension")
         ax.set_xlabel("N (training images)")
         ax.set_ylabel("dimension (median over points)")
-        ax.set_title(name)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, loc="lower right")
         ax = axes[1, c]

@@ -42,7 +42,6 @@ import numpy as np
 import typer
 from scipy import stats
 
-from ..theory.manifold import LinearManifold
 from ._common import checkpoint_dir, default_out, parse_floats, parse_ints
 from ._memorization_tasks import GEOMETRIES, group_budget, train_and_measure
 from .executors import run_grid

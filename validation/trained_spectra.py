@@ -45,6 +45,7 @@ import typer
 
 from ..numerics.dimension import estimate_dimension
 from ..numerics.empirical import jacobian_eigenvalues
+from ..numerics.jacobians import orthogonal_group_singular_values, score_jacobian
 from ..numerics.training import (
     PAPER_STEPS,
     TrainingConfig,
@@ -52,12 +53,12 @@ from ..numerics.training import (
     load_score_model,
     train_or_load,
 )
-from .executors import run_grid
 from ..theory.manifold import LinearManifold
 from ..theory.predictions import predicted_singular_values
-from ..theory.published import direction_condensation_times
 from ..theory.schedules import VE, GeometricVE
-from ._common import bad_option, checkpoint_dir, default_out, parse_floats, parse_ints, pyplot
+from ._common import bad_option, checkpoint_dir, default_out, parse_floats, parse_ints
+from ._trained_spectra_plots import plot_dimensions, plot_loss, plot_spectra
+from .executors import run_grid
 from .options import (
     CacheDirOption,
     DaskWorkersOption,
@@ -94,37 +95,13 @@ QUICK = {"n_values": (64, 256), "steps": 300, "width": 32, "depth": 2, "n_times"
 
 
 # ----------------------------------------------------------------------------- Jacobian tools
-def _fallback_score_jacobian(fn: Callable, x: torch.Tensor) -> torch.Tensor:
-    """Exact Jacobians (B, d, d) of a batched fn (B, d) -> (B, d) by torch.func."""
-    from torch.func import jacrev, vmap
-
-    return vmap(jacrev(lambda v: fn(v[None])[0]))(x)
+#: where the Jacobians come from (recorded in record.json)
+JACOBIAN_TOOLS = "geomem.numerics.jacobians (torch.func jacrev; orthogonal group)"
 
 
-def _fallback_ogroup(score_fn: Callable, x0: np.ndarray, sigma: float, *,
-                     rng: np.random.Generator) -> np.ndarray:
-    """THEORY §6 orthogonal-group estimator: singular values (d,) descending of the d x d
-    stack S_k = s(x0 + sigma z_k)/sigma, Z Haar-random orthogonal."""
-    from scipy.stats import ortho_group
-
-    d = x0.shape[-1]
-    z = ortho_group.rvs(d, random_state=rng)
-    rows = np.asarray(score_fn(x0[None, :] + sigma * z)) / sigma
-    return np.linalg.svd(rows, compute_uv=False)
-
-
-def _jacobian_tools() -> tuple[Callable, Callable, str]:
-    """H3's geomem.numerics.jacobians when present, else the local torch.func fallbacks."""
-    try:
-        from ..numerics.jacobians import orthogonal_group_singular_values, score_jacobian
-    except ImportError:
-        return (_fallback_score_jacobian, _fallback_ogroup,
-                "validation.trained_spectra fallbacks (torch.func jacrev; orthogonal group)")
-
-    def ogroup(score_fn, x0, sigma, *, rng):
-        return np.asarray(orthogonal_group_singular_values(score_fn, x0, sigma, rng=rng))
-
-    return (lambda fn, x: score_jacobian(fn, x), ogroup, "geomem.numerics.jacobians")
+def _ogroup(score_fn: Callable, x0: np.ndarray, sigma: float, *, rng: np.random.Generator
+            ) -> np.ndarray:
+    return np.asarray(orthogonal_group_singular_values(score_fn, x0, sigma, rng=rng))
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -159,7 +136,7 @@ def measure_spectra(net: Any, Y: np.ndarray, times: np.ndarray, n_points: int,
     """Mean sorted singular values (T, d) of the three measured estimators (module doc) at
     ``n_points`` fresh data points per time, plus the network Jacobian's relative asymmetry
     |J - J^T|/|J| and the fraction of positive eigenvalues of its symmetric part (T,)."""
-    jacobian, ogroup, _ = _jacobian_tools()
+    jacobian, ogroup = score_jacobian, _ogroup
     model = LinearManifold.figure4()
     schedule = net.schedule
     net64 = copy.deepcopy(net).double().eval()
@@ -301,9 +278,11 @@ def run_trained_spectra(out: Path, *, n_values: Sequence[int] = DEFAULT_N_VALUES
     markdown = _markdown_table(table_rows, ref_sigmas)
     (Path(out) / "dimension_table.md").write_text(markdown)
     typer.echo(markdown)
-    _plot_spectra(run, per_n, sigmas, n_values)
-    _plot_dimensions(run, per_n, sigmas, n_values, ref_sigmas, table_rows)
-    _plot_loss(run, per_n, n_values)
+    plot_spectra(run, per_n, sigmas, n_values)
+    plot_dimensions(run, per_n, sigmas, n_values, ref_sigmas, table_rows,
+                    true_dimension=TRUE_DIMENSION, methods=DIMENSION_METHODS,
+                    skdim_names=SKDIM_ESTIMATORS)
+    plot_loss(run, per_n, n_values)
 
     summary = {str(n): {"network_exact_cliff_at_smallest_ref": r[
         f"network_exact_cliff_sigma{ref_sigmas[0]:g}"],
@@ -320,7 +299,7 @@ def run_trained_spectra(out: Path, *, n_values: Sequence[int] = DEFAULT_N_VALUES
                                      "default budget shows the trend (module docstring)",
                     "manifold": LinearManifold.figure4().to_dict(),
                     "theory_time": "VE time Delta = sigma(t)^2",
-                    "jacobian_tools": _jacobian_tools()[2],
+                    "jacobian_tools": JACOBIAN_TOOLS,
                     "scale_down": f"{config.steps} steps = {config.scale_down:.4g} x the paper's "
                                   f"{PAPER_STEPS}; fast protocol ({config.architecture} "
                                   f"{config.depth}x{config.width}, {config.optimizer} lr "
@@ -350,119 +329,6 @@ def _markdown_table(rows: list[dict], ref_sigmas: Sequence[float]) -> str:
         lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v)
                                        for v in vals) + " |")
     return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------------------- figures
-_PANELS = (("network_ogroup", "network, orthogonal group (at x0)"),
-           ("network_exact", "network, exact Jacobian"),
-           ("empirical_exact", "empirical score, exact"),
-           ("theory", "theory: population (solid), paper (dashed)"))
-
-
-def _plot_spectra(run: RunOutput, per_n: dict, sigmas: np.ndarray, n_values: Sequence[int]
-                  ) -> None:
-    plt = pyplot()
-    model = LinearManifold.figure4()
-    fig, axes = plt.subplots(len(n_values), 4, figsize=(16, 3.2 * len(n_values)),
-                             sharex=True, sharey=True, squeeze=False)
-    colours = plt.cm.viridis(np.linspace(0, 1, model.d))
-    scale = sigmas[:, None] ** 2
-    for row, n in enumerate(n_values):
-        spectra = per_n[n]["spectra"]
-        t_c = direction_condensation_times(model, n)
-        for col, (source, title) in enumerate(_PANELS):
-            ax = axes[row, col]
-            if source == "theory":
-                for rank in range(model.d):
-                    ax.plot(sigmas, scale[:, 0] * spectra["population"][:, rank],
-                            color=colours[rank], lw=0.8)
-                    ax.plot(sigmas, scale[:, 0] * spectra["paper"][:, rank], "--",
-                            color=colours[rank], lw=0.8)
-            else:
-                values = spectra[source][:, 1:] if source == "network_ogroup" else spectra[source]
-                for rank in range(values.shape[1]):
-                    ax.plot(sigmas, scale[:, 0] * values[:, rank], color=colours[rank], lw=0.8)
-            for k, ls in ((0, ":"), (2, "-.")):   # std-1 and std-0.3 subspaces
-                ax.axvline(np.sqrt(t_c[k]), color="red", ls=ls, lw=0.8)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_ylim(1e-4, 3)
-            if row == 0:
-                ax.set_title(title, fontsize=9)
-            if col == 0:
-                ax.set_ylabel(f"N = {n}\nΔ · singular value")
-            if row == len(n_values) - 1:
-                ax.set_xlabel("noise std σ(t)")
-    fig.suptitle("Score-Jacobian spectra (Δ σ_i: normal directions at 1) on the Figure-4 "
-                 "manifold; red lines: paper's condensation σ of the std-1 (dotted) and std-0.3 "
-                 "(dash-dot) subspaces", fontsize=10)
-    fig.tight_layout()
-    run.save_figure(fig, "spectra")
-    plt.close(fig)
-
-
-_DIM_STYLE = {"network_ogroup": ("C0", "-", "network (orth. group)"),
-              "network_exact": ("C1", "-", "network (exact J)"),
-              "empirical_exact": ("C2", "-", "empirical score"),
-              "population": ("k", "--", "theory: population"),
-              "paper": ("C3", "--", "theory: paper"),
-              "rem": ("C4", ":", "theory: REM")}
-
-
-def _plot_dimensions(run: RunOutput, per_n: dict, sigmas: np.ndarray, n_values: Sequence[int],
-                     ref_sigmas: Sequence[float], table_rows: list[dict]) -> None:
-    plt = pyplot()
-    ncol = len(n_values) + 1
-    fig, axes = plt.subplots(2, ncol, figsize=(3.4 * ncol, 6.4), squeeze=False)
-    for row, method in enumerate(DIMENSION_METHODS):
-        for col, n in enumerate(n_values):
-            ax = axes[row, col]
-            for source, (colour, ls, label) in _DIM_STYLE.items():
-                est = per_n[n]["dims"][(source, method)]
-                ax.plot(sigmas, np.where(est.found, est.dimension, 0.0), color=colour, ls=ls,
-                        label=label, lw=1.2)
-            ax.axhline(TRUE_DIMENSION, color="grey", lw=0.5)
-            ax.set_xscale("log")
-            ax.set_ylim(-0.5, 30)
-            ax.set_title(f"N = {n}, {method}", fontsize=9)
-            ax.set_xlabel("σ(t)")
-            if col == 0:
-                ax.set_ylabel("dimension (no gap → 0)")
-        ax = axes[row, -1]
-        for source in ("network_exact", "empirical_exact", "paper", "rem"):
-            colour, ls, label = _DIM_STYLE[source]
-            for j, s in enumerate(ref_sigmas):
-                ax.plot(n_values, [r[f"{source}_{method}_sigma{s:g}"] for r in table_rows],
-                        color=colour, ls=ls, marker="osd^v<>"[j % 7], ms=4,
-                        label=label if j == 0 else None, alpha=0.5 + 0.5 * j / len(ref_sigmas))
-        for k, marker in zip(SKDIM_ESTIMATORS, "xP*", strict=True):
-            ax.plot(n_values, [r[f"skdim_{k}"] for r in table_rows], "k" + marker, ls="none",
-                    label=f"skdim {k}")
-        ax.axhline(TRUE_DIMENSION, color="grey", lw=0.5)
-        ax.set_xscale("log")
-        ax.set_title(f"vs N at σ in {tuple(ref_sigmas)} ({method})", fontsize=9)
-        ax.set_xlabel("N")
-    axes[0, 0].legend(fontsize=7)
-    axes[0, -1].legend(fontsize=6)
-    fig.tight_layout()
-    run.save_figure(fig, "dimension")
-    plt.close(fig)
-
-
-def _plot_loss(run: RunOutput, per_n: dict, n_values: Sequence[int]) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for n in n_values:
-        losses = per_n[n]["net"].losses
-        if len(losses):
-            ax.plot(losses[:, 0], losses[:, 1], label=f"N = {n}", lw=0.8)
-    ax.set_xlabel("step")
-    ax.set_ylabel("DSM loss (mean over log interval)")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    run.save_figure(fig, "loss")
-    plt.close(fig)
 
 
 def _config_fields(config: TrainingConfig) -> dict[str, Any]:

@@ -76,3 +76,9 @@ from .retained import (  # noqa: E402
 
 __all__ += ["DEFAULT_DEFINITION", "RETAINED_DEFINITIONS", "estimator_retained_dimension",
             "subspace_retained_dimension"]
+
+# FLIPD: exact for the empirical score, autodiff/Hutchinson for networks (issue 12)
+from .flipd import empirical_flipd  # noqa: E402
+from .flipd_network import EXACT_TRACE_MAX_DIM, FlipdEstimate, network_flipd  # noqa: E402
+
+__all__ += ["EXACT_TRACE_MAX_DIM", "FlipdEstimate", "empirical_flipd", "network_flipd"]

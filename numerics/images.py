@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geomem.theory._checks import as_generator, show
+from geomem.theory._checks import as_generator, check_choice, show
 
 __all__ = [
     "DATASETS",
@@ -238,8 +238,7 @@ def load_dataset(name: str, n: int | None = None, *, size: int = 16, data_dir: s
 
     Real data sets return all images (``n`` None) or the first ``n``; synthetic ones draw
     ``n`` images (required) from ``rng``. MNIST/CIFAR-10 need ``data_dir``."""
-    if name not in DATASETS:
-        raise ValueError(f"name must be one of {DATASETS}, got {name!r}")
+    check_choice("name", name, DATASETS)
     rng = as_generator("rng", rng)
     if name in ("disks", "calpha1", "calpha2", "calpha3"):
         if n is None:

@@ -77,6 +77,8 @@ __all__ = [
 PAPER_SIGMAS = np.linspace(1.0, 0.01, 100)
 #: ... averaged over this many independent orthogonal matrices [pub].
 PAPER_REPETITIONS = 5
+#: most repetitions `paper_protocol_spectra` accepts (the paper uses 5; more is a typo)
+MAX_REPETITIONS = 10**6
 #: Queries per score call in the finite-difference estimators (bounds B x d temporaries).
 _DEFAULT_BATCH = 4096
 
@@ -105,7 +107,7 @@ def _point(name: str, x0: Any) -> tuple[np.ndarray, torch.Tensor | None]:
     arr = (x0.detach().cpu().numpy() if tensor is not None else np.asarray(x0))
     try:
         arr = np.asarray(arr, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ValueError(f"{name} must be a real vector of shape (d,)") from exc
     if arr.ndim == 2 and arr.shape[0] == 1:
         arr = arr[0]
@@ -272,7 +274,7 @@ def paper_protocol_spectra(score_fn_at_sigma: Callable[[float], ScoreFn], x0: An
     """
     x, like = _point("x0", x0)
     sig = PAPER_SIGMAS if sigmas is None else check_positive("sigmas", sigmas).reshape(-1)
-    reps = check_int("repetitions", repetitions, minimum=1)
+    reps = check_int("repetitions", repetitions, minimum=1, maximum=MAX_REPETITIONS)
     if not callable(score_fn_at_sigma):
         raise ValueError("score_fn_at_sigma must be a callable sigma -> score_fn")
     gen = as_generator("rng", rng)

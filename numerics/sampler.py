@@ -93,6 +93,13 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     broadcastable; returns (...). The paper's measure of sample-vs-sample agreement."""
     a = as_real("a", a)
     b = as_real("b", b)
+    for name, arr in (("a", a), ("b", b)):
+        if arr.ndim < 3 or arr.size == 0 or not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} must be a finite, non-empty image array (..., C, H, W), "
+                             f"got shape {arr.shape}")
+    if a.shape[-3:] != b.shape[-3:]:
+        raise ValueError(f"a and b must have the same image shape (C, H, W), got {a.shape} and "
+                         f"{b.shape}")
     a = a.reshape(*a.shape[:-3], -1)
     b = b.reshape(*b.shape[:-3], -1)
     a = a - a.mean(-1, keepdims=True)

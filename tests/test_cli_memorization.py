@@ -20,7 +20,8 @@ from geomem.validation.memorization import QUICK
 runner = CliRunner()
 
 OUTPUTS = ("memorization.png", "memorization.pdf", "memorization.csv", "samples.csv",
-           "score_distance.csv", "tau_mem.csv", "tau_mem_seeds.csv", "record.json")
+           "score_distance.csv", "tau_mem.csv", "tau_mem_seeds.csv", "tau_subspace.csv",
+           "record.json")
 #: seconds a command may take to stop after SIGINT/SIGTERM (issue contract)
 STOP_SECONDS = 5.0
 

@@ -521,3 +521,58 @@ def test_cli_bad_options_fail_clearly(tmp_path, args, fragment):
     assert result.exit_code == 2, result.output
     assert fragment in result.output
     assert not (tmp_path / "bad" / "cache").exists()
+
+
+# ----------------------------------------------------------------------------- issue 15, item 16
+#: fresh-point average by 12-node Gauss-Hermite over x (6 distinct |x|: the d = 1 integrand is
+#: even) against the Gauss-Laguerre rule; both rules are coarse (~1e-3), the mutations it guards
+#: against move the average by 10-50%
+FRESH_RTOL = 1e-2
+
+
+def test_fresh_average_equals_the_average_over_explicit_points():
+    """Independent route for x="fresh": x ~ p_t is Gaussian with variance a^2 s^2 + Delta per
+    direction (d = 1 here), so E_x of the explicit-point result by Gauss-Hermite must equal
+    the fresh average. Kills (1 + 1/r) -> (1 + r) and a dropped noise term in _fresh_nodes."""
+    model = LinearManifold(1, (1,), stds=0.8)
+    schedule, t, n = VP(), 0.3, 20
+    a, delta = float(schedule.a(t)), float(schedule.delta(t))
+    z, w = np.polynomial.hermite_e.hermegauss(12)
+    z, w = z[6:], 2 * w[6:] / w.sum()            # even integrand: the positive half, doubled
+    pts = (np.sqrt(a * a * 0.64 + delta) * z)[:, None]
+    explicit = finite_n_expectations(model, t, n, schedule, x=pts)
+    fresh = finite_n_expectations(model, t, n, schedule, x="fresh", n_nodes=6)
+    assert float(fresh.sum_w2) == pytest.approx(w @ explicit.sum_w2, rel=FRESH_RTOL)
+    np.testing.assert_allclose(fresh.subspace_trace, w @ explicit.subspace_trace,
+                               rtol=FRESH_RTOL)
+
+
+#: E[J] at N = 1e5 in the generalization regime is the population value to O(1/N)
+LARGE_N_RTOL = 1e-3
+
+
+def test_jacobian_eigenvalues_tend_to_the_population_spectrum():
+    """Independent route for FiniteNExpectations.jacobian_eigenvalues: for large N the mean
+    Jacobian eigenvalue on subspace k is the population value -1/(Delta + a^2 s_k^2) (VP, so
+    a != 1, and m_k = 2 > 1). Kills a^2 -> a and m_k -> m_k + 1."""
+    from geomem.theory import population_singular_values
+
+    model = LinearManifold(3, (1, 2), stds=(1.0, 0.5))
+    t = 1.0
+    res = finite_n_expectations(model, t, 100_000, VP(), x=np.array([0.3, -0.7, 0.2]))
+    pop = population_singular_values(model, t, VP(), sort=False)  # (d,) basis order
+    want = -np.array([pop[0], pop[1]])
+    np.testing.assert_allclose(res.jacobian_eigenvalues, want, rtol=LARGE_N_RTOL)
+
+
+def test_residual_std_acts_like_one_more_subspace():
+    """A normal space of std r is the same Gaussian law as an extra tangent subspace of std r:
+    the first subspace's expectations must agree. Kills _groups ignoring residual_std."""
+    with_residual = LinearManifold(3, (1,), stds=1.0, residual_std=0.5)
+    explicit = LinearManifold(3, (1, 2), stds=(1.0, 0.5))
+    x = np.array([0.4, 0.2, -0.3])
+    for schedule, t in ((VP(), 0.2), (VE(), 0.05)):
+        got = finite_n_expectations(with_residual, t, 30, schedule, x=x)
+        ref = finite_n_expectations(explicit, t, 30, schedule, x=x)
+        assert float(got.sum_w2) == pytest.approx(float(ref.sum_w2), rel=SELF_RTOL)
+        assert got.subspace_trace[0] == pytest.approx(ref.subspace_trace[0], rel=SELF_RTOL)

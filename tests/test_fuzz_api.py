@@ -36,9 +36,9 @@ import geomem.theory as theory
 from geomem.theory import DDPM, VE, VP, GeometricVE, LinearManifold
 
 #: examples per function: the deterministic default keeps the whole file under a minute
-FUZZ_EXAMPLES = 12 if settings.default.derandomize else 300
-#: the slow functions (finite-N quadrature, Lanczos, sampling) get fewer
-SLOW_EXAMPLES = 5 if settings.default.derandomize else 60
+FUZZ_EXAMPLES = 8 if settings.default.derandomize else 300
+#: the slow functions (finite-N quadrature, Lanczos) get fewer
+SLOW_EXAMPLES = 2 if settings.default.derandomize else 60
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 SLOW = settings(max_examples=SLOW_EXAMPLES, deadline=None,
@@ -336,7 +336,8 @@ NUMERICS_CASES: dict[str, Case] = {
         numerics.score_jacobian,
         {"fn": [_torch_score], "x": [torch.ones(2, 3, dtype=torch.float64), np.ones((1, 3))],
          "t": [None, 0.5], "chunk_size": [None, 1], "mode": ["rev", "fwd"]},
-        lambda kw, out: tuple(out.shape) == tuple(np.shape(kw["x"])) + (3,), fixed=("fn",)),
+        lambda kw, out: tuple(out.shape) == tuple(np.shape(kw["x"])) + (3,), slow=True,
+        fixed=("fn",)),
     "extreme_singular_values": Case(
         numerics.extreme_singular_values,
         {"fn": [_torch_score], "x": [torch.linspace(-1, 1, 6, dtype=torch.float64)],
@@ -376,8 +377,14 @@ NOT_FUZZED = {
     "MLPConfig": "training config", "ScoreMLP": "network", "TrainedScore": "result type",
     "TrainingConfig": "training config", "load_score_model": "needs a checkpoint",
     "train_or_load_score": "trains a network", "train_score_model": "trains a network",
-    # issue 17's retained dimension (added while this suite was written; owned there)
-    "estimator_retained_dimension": "issue 17", "subspace_retained_dimension": "issue 17",
+    # added by parallel work (issue 17: retained dimension, FLIPD, mixtures) while this suite
+    # was written; owned there, to be given cases when that work lands
+    **dict.fromkeys(["estimator_retained_dimension", "subspace_retained_dimension",
+                     "FlipdEstimate", "GaussianMixture", "empirical_flipd",
+                     "expected_population_flipd", "finite_n_flipd",
+                     "largest_covariance_eigenvalue", "network_flipd", "population_flipd",
+                     "population_flipd_std", "speciation_time", "training_point_flipd"],
+                    "parallel work, not yet fuzzed"),
 }
 
 

@@ -133,3 +133,24 @@ def test_bad_inputs():
         phase_diagram(FIG4, [[10.0]], T_VALUES, VE(), "rem")
     with pytest.raises(ValueError, match="model"):
         phase_diagram(None, N_VALUES, T_VALUES, VE(), "rem")
+
+
+# ----------------------------------------------------------------------------- issue 15, item 16
+def test_paper_retained_fraction_from_single_directions():
+    """Independent route for "paper": in the figure-4 model every direction of a subspace has
+    the same std, so its value is that of any one direction (paper_singular_values unsorted),
+    and sigma_inf = 1/(t + s^2). Kills s instead of s^2 and 1.05 x min instead of the mean."""
+    from geomem.theory import paper_singular_values
+
+    n_values, t_values = np.array([50.0, 1e4]), np.array([0.004, 0.03, 0.2])
+    pd = phase_diagram(FIG4, n_values, t_values, VE(), "paper")
+    values = paper_singular_values(FIG4, t_values[None, :], n_values[:, None], VE(), sort=False)
+    for k, std in enumerate(FIG4.stds):
+        first = int(np.flatnonzero(FIG4.direction_subspace == k)[0])
+        sigma = values[..., first]
+        want = (1 / t_values - sigma) / (1 / t_values - 1 / (t_values + std**2))
+        np.testing.assert_allclose(pd.retained_fraction[..., k], np.clip(want, 0, 1),
+                                   rtol=1e-12, atol=1e-15)
+    # N -> infinity: the paper's spectrum is 1/(t + s^2), so every gap is fully retained
+    huge = phase_diagram(FIG4, [1e300], t_values, VE(), "paper")
+    np.testing.assert_allclose(huge.retained_fraction, 1.0, rtol=1e-12)

@@ -95,3 +95,18 @@ def test_bad_inputs():
         predicted_singular_values(FIG4, 0.1, 10, "EDM", "rem")
     with pytest.raises(ValueError, match="lam"):
         rem_singular_values(FIG4, 0.1, 0.0, VE())
+
+
+def test_paper_method_depends_on_n_train():
+    """method="paper" is the published formula at the given N (sorted), not at a fixed N:
+    two N give two different spectra, each the sorted paper_singular_values."""
+    from geomem.theory import paper_singular_values
+
+    t = np.array([0.01, 0.05])
+    spectra = []
+    for n in (20.0, 1e6):
+        got = predicted_singular_values(FIG4, t, n, VE(), "paper")
+        want = -np.sort(-paper_singular_values(FIG4, t, n, VE(), sort=False), axis=-1)
+        np.testing.assert_allclose(got, want, rtol=1e-14)
+        spectra.append(got)
+    assert np.max(np.abs(spectra[0] - spectra[1]) / spectra[1]) > 0.1

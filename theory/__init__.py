@@ -64,3 +64,22 @@ __all__ = [
     "rem_singular_values",
     "tilted_kl",
 ]
+
+# FLIPD of the population score, training-point bound (issue 12)
+from .flipd import (  # noqa: E402
+    expected_population_flipd,
+    finite_n_flipd,
+    population_flipd,
+    population_flipd_std,
+    training_point_flipd,
+)
+
+__all__ += ["expected_population_flipd", "finite_n_flipd", "population_flipd",
+            "population_flipd_std",
+            "training_point_flipd"]
+
+# Gaussian mixtures and the speciation time (issue 12)
+from .mixture import GaussianMixture  # noqa: E402
+from .speciation import largest_covariance_eigenvalue, speciation_time  # noqa: E402
+
+__all__ += ["GaussianMixture", "largest_covariance_eigenvalue", "speciation_time"]

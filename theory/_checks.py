@@ -24,6 +24,8 @@ __all__ = [
     "show",
 ]
 
+#: largest integer any count accepts (int64: sizes beyond it cannot index an array)
+INT_MAX = 2**63 - 1
 #: longest rendering of an offending value in a message (longer ones are cut with "...")
 _SHOW_CHARS = 60
 
@@ -115,8 +117,9 @@ def check_int(name: str, value: Any, *, minimum: int = 0, maximum: int | None = 
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {show(value)}")
     value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        hi = "inf" if maximum is None else str(maximum)
+    maximum = INT_MAX if maximum is None else min(maximum, INT_MAX)
+    if value < minimum or value > maximum:
+        hi = str(maximum)
         raise ValueError(f"{name} out of range: allowed {minimum} <= {name} <= {hi}, got {value}")
     return value
 

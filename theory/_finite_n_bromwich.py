@@ -16,7 +16,7 @@ from scipy import special
 
 from ._finite_n_saddle import GridSpec, contour_line_integrals, saddle, solve_xi, tau_step
 
-__all__ = ["bromwich"]
+__all__ = ["bromwich", "bromwich_with_mean_projection"]
 
 #: base grid spacing in ell (~ln of the lower tail probability) on the lower contour (the
 #: grid is then refined, see _REFINE_RTOL)
@@ -64,16 +64,19 @@ _TAIL_RTOL = 1e-15
 
 
 def _weighted_sums(n, n_tangent, dr, log_phi, ag2, ag_q, ag2_q, ag_l):
-    """Integrand of the r integral times the node weight ``dr`` (P, J, 1 + 2K):
-    [N AG2 phi^{N-1}, N AGq phi^{N-1} (K), N AG2q phi^{N-1} + N(N-1) AGl^2 phi^{N-2} (K)]."""
+    """Integrand of the r integral times the node weight ``dr`` (P, J, 1 + 3K):
+    [N AG2 phi^{N-1}, N AGq phi^{N-1} (K), N AG2q phi^{N-1} + N(N-1) AGl^2 phi^{N-2} (K),
+    N AGl phi^{N-1} (K)] — the last block is ``E[xhat_k . P_k ybar]`` (used by FLIPD)."""
     base = n * dr
     pw1 = np.exp((n - 1.0) * log_phi)
     pw2 = np.exp(max(n - 2.0, 0.0) * log_phi)
-    terms = np.empty(log_phi.shape + (1 + 2 * n_tangent,))
+    terms = np.empty(log_phi.shape + (1 + 3 * n_tangent,))
     terms[..., 0] = base * ag2 * pw1
     terms[..., 1:1 + n_tangent] = (base * pw1)[..., None] * ag_q
-    terms[..., 1 + n_tangent:] = ((base * pw1)[..., None] * ag2_q
-                                  + ((n - 1.0) * base * pw2)[..., None] * ag_l**2)
+    terms[..., 1 + n_tangent:1 + 2 * n_tangent] = ((base * pw1)[..., None] * ag2_q
+                                                   + ((n - 1.0) * base * pw2)[..., None]
+                                                   * ag_l**2)
+    terms[..., 1 + 2 * n_tangent:] = (base * pw1)[..., None] * ag_l
     return terms
 
 
@@ -92,7 +95,7 @@ def _series_terms(b, m, lam, s, n, n_tangent, r, step):
     The series are entire in s but lose ``E[e^{su}] / E[e^{-su}]`` to cancellation, so each
     node also reports whether it is trustworthy: cancellation below _SERIES_MAX_CANCEL and the
     last of the _SERIES_TERMS terms negligible. Returns ``ln phi`` (P, J), the terms
-    (P, J, 1 + 2K) and ``valid`` (P, J).
+    (P, J, 1 + 3K) and ``valid`` (P, J).
     """
     k = np.arange(1, _SERIES_TERMS + 3, dtype=float)  # moment orders 1 .. K + 2
     q = 1.0 + 2.0 * k[:, None] * b  # (k, G): 1 - 2 z b at z = -k
@@ -132,7 +135,7 @@ def _series_terms(b, m, lam, s, n, n_tangent, r, step):
 def _contour_terms(side, b, m, lam, s, n, n_tangent, v, steps):
     """Integrand at contour nodes of unit spacing in the grid variable v of ``steps`` (P, J);
     the trapezoid weight is ``dr = 1 / (dv/dr)``.
-    Returns r (P, J), ``ln phi(r)`` (P, J) and the terms (P, J, 1 + 2K).
+    Returns r (P, J), ``ln phi(r)`` (P, J) and the terms (P, J, 1 + 3K).
     """
     lam3 = lam[:, None, :]
     xi = solve_xi(side, b, m, lam3, v=v, steps=steps)
@@ -172,7 +175,14 @@ def _death_position(n, r, log_phi):
 
 
 def bromwich(b, m, lam, s, n_train, n_tangent):
-    """Expectations for P parameter points: b, m, s (G,), lam (P, G) -> (P,), (P,K), (P,K).
+    """Expectations for P parameter points: b, m, s (G,), lam (P, G) -> (P,), (P,K), (P,K):
+    ``E[sum w^2]``, ``E[sum w |P_k y|^2]``, ``E[|P_k ybar|^2]`` (see
+    `bromwich_with_mean_projection`)."""
+    return bromwich_with_mean_projection(b, m, lam, s, n_train, n_tangent)[:3]
+
+
+def bromwich_with_mean_projection(b, m, lam, s, n_train, n_tangent):
+    """As `bromwich`, plus ``E[xhat_k . P_k ybar]`` (P, K) (the same r integral of A_G[xhat . P y]).
 
     The r integral is split by a partition of unity into (i) the moment series where it is
     trustworthy (the lower r range), (ii) the contour left of the pole (side H) above, and
@@ -183,7 +193,7 @@ def bromwich(b, m, lam, s, n_train, n_tangent):
     """
     n = float(n_train)
     P = lam.shape[0]
-    width_f = 1 + 2 * n_tangent
+    width_f = 1 + 3 * n_tangent
     mean_e = np.sum(b * (m + lam), axis=-1)
     sd_e = np.sqrt(np.sum(2.0 * b**2 * (m + 2.0 * lam), axis=-1))
     width = _WINDOW_WIDTH * np.maximum(1.0, sd_e)
@@ -214,7 +224,8 @@ def bromwich(b, m, lam, s, n_train, n_tangent):
         if upper_needed:
             totals[p] += _upper_contour(*args, r_split[p], contour_lo[p], mean_e[p], width[p],
                                         totals[p])
-    return totals[:, 0], totals[:, 1:1 + n_tangent], totals[:, 1 + n_tangent:]
+    return (totals[:, 0], totals[:, 1:1 + n_tangent], totals[:, 1 + n_tangent:1 + 2 * n_tangent],
+            totals[:, 1 + 2 * n_tangent:])
 
 
 def _check_range(r, start):
@@ -279,7 +290,7 @@ def _grow(side, b, m, lam, s, n, n_tangent, spec, v_start, weight, reference, st
     (J, F) (unweighted) and the r of death (inf if alive throughout).
     """
     v_blocks, r_blocks, t_blocks = [], [], []
-    sums = np.zeros(1 + 2 * n_tangent)
+    sums = np.zeros(1 + 3 * n_tangent)
     start = 0
     while True:
         v = v_start + np.arange(start, start + _ELL_BLOCK, dtype=float)
@@ -306,7 +317,7 @@ def _lower_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, widt
 
     The grid runs (:func:`_grow`) until ``phi^{N-1}`` dies, the nodes become negligible or r
     passes the mean energy + reach w; then it is refined
-    (:func:`_refine`). Returns the (1 + 2K,) sums and whether the upper contour is needed:
+    (:func:`_refine`). Returns the (1 + 3K,) sums and whether the upper contour is needed:
     when ``phi^{N-1}`` dies below the mean energy the lower contour (accurate up to the mean
     and beyond) covers everything; otherwise it is blended with the upper contour there.
     """

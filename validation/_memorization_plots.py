@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..numerics.training_config import checkpoint_steps
 from ..theory.manifold import LinearManifold
 from ._common import pyplot
 from .records import RunOutput
@@ -20,8 +21,11 @@ def _grid(rows: list[dict], ns: list[int], subspace: Any, sigma: float
     """Mean network retained dimension (len(ns), n_steps) on training points; NaN where a
     network of that N has no snapshot at that step (its budget ended earlier)."""
     sel = [r for r in rows if r["source"] == "network" and r["points"] == "train"
-           and r["subspace"] == subspace and r["sigma"] == sigma]
+           and r["subspace"] == subspace and r["sigma"] == sigma and r["n_train"] in ns]
     steps = sorted({r["step"] for r in sel})
+    if len(ns) > 1 and steps:   # columns: the log-spaced snapshots, not one N's budget end
+        grid_steps = set(checkpoint_steps(max(steps), 8, min(steps)))
+        steps = [s for s in steps if s in grid_steps] or steps
     grid = np.full((len(ns), len(steps)), np.nan)
     for i, n in enumerate(ns):
         for j, s in enumerate(steps):
@@ -71,6 +75,7 @@ def plot_memorization(run: RunOutput, rows: list[dict], sample_rows: list[dict],
                         bbox={"fc": "white", "ec": "none", "alpha": 0.7, "pad": 1})
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_yticks(ns, [str(n) for n in ns])
         ax.set_xlabel("training step")
         ax.set_ylabel("N (training points)")
         name = "all subspaces" if sub == "all" else f"subspace {sub} ({stds[sub]}, " \
@@ -92,7 +97,8 @@ def plot_memorization(run: RunOutput, rows: list[dict], sample_rows: list[dict],
     ax = axes[1, 1]
     for n, c in zip(ns, colours, strict=True):
         steps, grid = _grid(rows, [n], "all", ref_sigma)
-        ax.plot(steps, grid[0], "o-", ms=3, color=c, label=f"N = {n}")
+        ok = np.isfinite(grid[0])
+        ax.plot(np.asarray(steps)[ok], grid[0][ok], "o-", ms=3, color=c, label=f"N = {n}")
         ax.axhline(_limit(rows, n, "all", ref_sigma), color=c, ls=":", lw=0.8)
     ax.axhline(0.5 * sum(model.dims), color="k", lw=0.8, ls="--", label="half of population")
     ax.set_xscale("log")

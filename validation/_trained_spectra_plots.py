@@ -12,7 +12,11 @@ from ..theory.published import direction_condensation_times
 from ._common import pyplot
 from .records import RunOutput
 
-__all__ = ["plot_dimensions", "plot_loss", "plot_spectra"]
+__all__ = ["SCALE_NOTE", "plot_dimensions", "plot_loss", "plot_spectra"]
+
+#: printed on the figures: the N values and the budget are not the paper's
+SCALE_NOTE = ("N scaled down from the paper's 250-20000 so that the CPU budget shows the "
+              "trend; training protocol and budget (scale-down) in record.json")
 
 
 _PANELS = (("network_ogroup", "network, orthogonal group (at x0)"),
@@ -57,7 +61,7 @@ def plot_spectra(run: RunOutput, per_n: dict, sigmas: np.ndarray, n_values: Sequ
                 ax.set_xlabel("noise std σ(t)")
     fig.suptitle("Score-Jacobian spectra (Δ σ_i: normal directions at 1) on the Figure-4 "
                  "manifold; red lines: paper's condensation σ of the std-1 (dotted) and std-0.3 "
-                 "(dash-dot) subspaces", fontsize=10)
+                 "(dash-dot) subspaces\n" + SCALE_NOTE, fontsize=10)
     fig.tight_layout()
     run.save_figure(fig, "spectra")
     plt.close(fig)
@@ -108,6 +112,7 @@ def plot_dimensions(run: RunOutput, per_n: dict, sigmas: np.ndarray, n_values: S
         ax.set_xlabel("N")
     axes[0, 0].legend(fontsize=7)
     axes[0, -1].legend(fontsize=6)
+    fig.suptitle(SCALE_NOTE, fontsize=9)
     fig.tight_layout()
     run.save_figure(fig, "dimension")
     plt.close(fig)

@@ -11,8 +11,17 @@ At noisy images ``y = x + sigma z`` (x held out) it measures
   shown as images;
 - Stein's identity: ``MSE = E||y - D(y)||^2/d + 2 sigma^2 E tr J/d - sigma^2`` (per pixel)
   against the measured MSE ``E||D(y) - x||^2/d`` on the same images;
-- MSE vs sigma on more held-out images; for C^alpha images the slope of log MSE vs log sigma
-  is compared with the optimal rate ``2 alpha / (alpha + 1)``.
+- MSE vs sigma on more held-out images, beside the identity (sigma^2) and the Wiener (best
+  linear) denoiser fitted on the same training images and told sigma
+  (:class:`~geomem.numerics.linear_denoiser.WienerDenoiser`); for C^alpha images the slope of
+  log MSE vs log sigma, fitted over ``SLOPE_SIGMA_RANGE`` only (fixed here, before any result
+  was looked at), is compared with the optimal rate ``2 alpha / (alpha + 1)``.
+
+Honesty about the shrinkage spectrum: the eigenvalues of the symmetrised Jacobian are shrinkage
+factors in [0, 1] only when J is symmetric and the denoiser is a contraction. Every result
+carries the Jacobian's relative asymmetry ``||J - J^T||_F / ||J||_F`` and the fraction of
+eigenvalues outside [0, 1] (with the smallest one); out-of-range values are kept as they are
+(not clipped) in ``shrinkage_spectra.csv``.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ import numpy as np
 import torch
 import typer
 
-from geomem.numerics.denoisers import TrainConfig, denoiser_jacobian, train_or_load
+from geomem.numerics.denoisers import TrainConfig, denoiser_jacobian
+from geomem.numerics.linear_denoiser import WienerDenoiser
 
 from ._common import bad_option, checked, checkpoint_dir, default_out, parse_choices, pyplot
 from .generalization import (
@@ -37,6 +47,7 @@ from .generalization import (
     config_for,
     dataset_pool,
     default_n_values,
+    train_with_progress,
     trained_pair,
 )
 from .options import CacheDirOption, OutOption, QuickOption, SeedOption, quick_sizes
@@ -47,7 +58,11 @@ __all__ = ["GAHB_DATASETS", "fit_log_slope", "gahb_measurements", "optimal_rate"
            "run_gahb"]
 
 COMMAND = "gahb"
-RESULT_FORMAT = 1
+RESULT_FORMAT = 2
+#: sigma range of the C^alpha slope fit (inclusive), fixed before looking at the results: above
+#: the pixel scale (at sigma -> 0 every denoiser tends to the identity, slope 2) and below the
+#: image contrast (at sigma -> 1 the MSE saturates at the image variance, slope 0)
+SLOPE_SIGMA_RANGE = (0.02, 0.32)
 GAHB_DATASETS = ("digits", "calpha1", "calpha2", "calpha3")
 #: eigenvectors shown per data set
 N_EIGENVECTORS = 8
@@ -58,18 +73,26 @@ def optimal_rate(alpha: float) -> float:
     return 2 * alpha / (alpha + 1)
 
 
-def fit_log_slope(sigmas: Sequence[float], mse: Sequence[float]) -> float:
-    """Least-squares slope of log MSE against log sigma."""
-    x, y = np.log(np.asarray(sigmas, float)), np.log(np.asarray(mse, float))
+def fit_log_slope(sigmas: Sequence[float], mse: Sequence[float],
+                  sigma_range: tuple[float, float] | None = None) -> float:
+    """Least-squares slope of log MSE against log sigma, over the points with sigma in
+    ``sigma_range`` (inclusive; None: all)."""
+    sigmas, mse = np.asarray(sigmas, float), np.asarray(mse, float)
+    if sigma_range is not None and sigmas.shape == mse.shape:
+        keep = (sigmas >= sigma_range[0] * (1 - 1e-12)) & (sigmas <= sigma_range[1] * (1 + 1e-12))
+        sigmas, mse = sigmas[keep], mse[keep]
+    x, y = np.log(sigmas), np.log(mse)
     if x.size < 2 or x.shape != y.shape:
         raise ValueError(f"need >= 2 matching points, got {x.shape}, {y.shape}")
     return float(np.polyfit(x, y, 1)[0])
 
 
 def gahb_measurements(denoiser: torch.nn.Module, clean: np.ndarray, sigma: float,
-                      n_jacobian: int, seed: int = 0) -> dict[str, Any]:
-    """MSE on all ``clean`` images (P, C, H, W) at noise ``sigma``; Jacobian spectrum, trace and
-    Stein's estimate on the first ``n_jacobian`` of them (all per pixel)."""
+                      n_jacobian: int, seed: int = 0,
+                      wiener: WienerDenoiser | None = None) -> dict[str, Any]:
+    """MSE on all ``clean`` images (P, C, H, W) at noise ``sigma`` (and of ``wiener`` on the same
+    noisy images); Jacobian spectrum, trace and Stein's estimate on the first ``n_jacobian`` of
+    them (all per pixel)."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.as_tensor(clean, dtype=torch.float64)
     y = x + sigma * torch.randn(x.shape, generator=gen, dtype=torch.float64)
@@ -85,7 +108,10 @@ def gahb_measurements(denoiser: torch.nn.Module, clean: np.ndarray, sigma: float
     stein = residual / d + 2 * sigma ** 2 * trace / d - sigma ** 2
     asym = np.linalg.norm(jac - jac.transpose(0, 2, 1), axis=(1, 2)) / np.linalg.norm(
         jac, axis=(1, 2))
-    return {"mse": mse.numpy().tolist(), "mse_jacobian_points": mse[:n_jacobian].numpy().tolist(),
+    mse_wiener = (((wiener(y.numpy(), sigma) - clean) ** 2).reshape(len(x), -1).mean(1).tolist()
+                  if wiener is not None else [float("nan")] * len(x))
+    return {"mse": mse.numpy().tolist(), "mse_wiener": mse_wiener,
+            "mse_jacobian_points": mse[:n_jacobian].numpy().tolist(),
             "stein_mse": stein.tolist(), "trace": trace.tolist(),
             "shrinkage": lam[:, ::-1].tolist(), "relative_asymmetry": asym.tolist(),
             "eigenvectors": vecs[0][:, ::-1][:, :N_EIGENVECTORS].T.tolist()}
@@ -111,34 +137,53 @@ def run_gahb(out: Path, *, datasets: Sequence[str] = GAHB_DATASETS,
             n = min(n_train, len(images) // 2)
         clean = images[-n_test:]                       # held out: S1 = images[:n], n <= pool/2
         cfg = config_for(name, config)
+        wiener = WienerDenoiser(images[:n])             # same training images as the network
         for sigma in sigmas:
             key = {"format": RESULT_FORMAT, "dataset": name, "n": n, "sigma": sigma,
                    "n_test": n_test, "n_jacobian": n_jacobian, "config": cfg.to_dict(),
                    "seed": seed, **pool_info}
 
             def compute(n=n, sigma=sigma, images=images, name=name, pool_info=pool_info,
-                        clean=clean, cfg=cfg):
+                        clean=clean, cfg=cfg, wiener=wiener):
                 if name == "digits":
                     model = trained_pair(cache_dir, name, images, n, cfg, seed, pool_info)[0][0]
                 else:
-                    model = train_or_load(cache_dir, name, images[:n], 0, cfg, seed,
-                                          extra=pool_info)[0]
-                return gahb_measurements(model, clean, sigma, n_jacobian, seed)
+                    model = train_with_progress(cache_dir, name, images[:n], 0, cfg, seed,
+                                                pool_info)
+                return gahb_measurements(model, clean, sigma, n_jacobian, seed, wiener)
 
             res = run.cached(key, compute)
             results[(name, sigma)] = res
+            lam = np.asarray(res["shrinkage"], dtype=float)
             rows.append({"dataset": name, "N": n, "sigma": sigma,
                          "mse": float(np.mean(res["mse"])),
+                         "mse_identity": sigma ** 2,
+                         "mse_wiener": float(np.mean(res["mse_wiener"])),
                          "mse_jacobian_points": float(np.mean(res["mse_jacobian_points"])),
                          "stein_mse": float(np.mean(res["stein_mse"])),
                          "trace_jacobian": float(np.mean(res["trace"])),
-                         "relative_asymmetry": float(np.mean(res["relative_asymmetry"]))})
+                         "relative_asymmetry": float(np.mean(res["relative_asymmetry"])),
+                         "shrinkage_fraction_outside_01": float(np.mean((lam < 0) | (lam > 1))),
+                         "shrinkage_min": float(lam.min()), "shrinkage_max": float(lam.max()),
+                         "n_jacobian_points": len(lam)})
             for p, lam in enumerate(res["shrinkage"]):
                 spec_rows += [{"dataset": name, "sigma": sigma, "point": p, "k": k, "lambda": v}
                               for k, v in enumerate(lam)]
         mine = [r for r in rows if r["dataset"] == name]
-        slope = fit_log_slope([r["sigma"] for r in mine], [r["mse"] for r in mine])
-        summary[name] = {"N": n, "mse_slope": slope,
+        in_range = [r["sigma"] for r in mine
+                    if SLOPE_SIGMA_RANGE[0] <= r["sigma"] <= SLOPE_SIGMA_RANGE[1]]
+        slope = (fit_log_slope([r["sigma"] for r in mine], [r["mse"] for r in mine],
+                               SLOPE_SIGMA_RANGE) if len(in_range) >= 2 else float("nan"))
+        asym = [a for s in sigmas for a in results[(name, s)]["relative_asymmetry"]]
+        summary[name] = {"N": n, "mse_slope": slope, "slope_sigma_range": list(SLOPE_SIGMA_RANGE),
+                         "slope_sigmas": in_range,
+                         "beats_identity": all(r["mse"] < r["mse_identity"] for r in mine),
+                         "beats_wiener": all(r["mse"] < r["mse_wiener"] for r in mine),
+                         "relative_asymmetry_median": float(np.median(asym)),
+                         "relative_asymmetry_max": float(np.max(asym)),
+                         "shrinkage_fraction_outside_01": float(np.mean(
+                             [r["shrinkage_fraction_outside_01"] for r in mine])),
+                         "shrinkage_min": float(min(r["shrinkage_min"] for r in mine)),
                          "stein_relative_error": float(np.max(
                              [abs(r["stein_mse"] / r["mse_jacobian_points"] - 1) for r in mine]))}
         if name.startswith("calpha"):
@@ -172,16 +217,22 @@ def _plot(run: RunOutput, results, rows, summary, datasets, sigmas) -> None:
             axes[0, 0].loglog(sig, mse[0] * (sig / sig[0]) ** summary[name]["optimal_slope"],
                               ":", color=f"C{i}")
         axes[0, 0].loglog(sig, mse, "o-", color=f"C{i}", label=label)
+        axes[0, 0].loglog(sig, [r["mse_wiener"] for r in mine], "x--", color=f"C{i}", lw=0.8,
+                          label=f"{name}: Wiener (linear, told sigma)")
         axes[0, 1].loglog(sig, [r["trace_jacobian"] for r in mine], "o-", color=f"C{i}",
                           label=name)
         axes[1, 0].loglog([r["mse_jacobian_points"] for r in mine],
                           [r["stein_mse"] for r in mine], "o", color=f"C{i}", label=name)
         mid = sigmas[len(sigmas) // 2]
         lam = np.mean(results[(name, mid)]["shrinkage"], axis=0)
-        axes[1, 1].plot(np.arange(1, lam.size + 1), lam, color=f"C{i}", label=f"{name}")
+        axes[1, 1].plot(np.arange(1, lam.size + 1), lam, color=f"C{i}",
+                        label=f"{name}: asym {summary[name]['relative_asymmetry_median']:.2f}, "
+                              f"{100 * summary[name]['shrinkage_fraction_outside_01']:.0f}% "
+                              f"outside [0,1]")
     axes[0, 0].loglog(sigmas, np.square(sigmas), "k--", lw=0.8, label="identity (sigma^2)")
     axes[0, 0].set(xlabel="sigma", ylabel="MSE per pixel",
-                   title="Denoising MSE vs sigma (dotted: optimal C^alpha rate)")
+                   title=f"Denoising MSE vs sigma (dotted: optimal C^alpha rate; slope fit "
+                         f"over sigma in [{SLOPE_SIGMA_RANGE[0]:g}, {SLOPE_SIGMA_RANGE[1]:g}])")
     axes[0, 1].set(xlabel="sigma", ylabel="tr dD/dy", title="Effective dimensionality")
     lims = [min(r["mse_jacobian_points"] for r in rows), max(r["mse_jacobian_points"]
                                                              for r in rows)]
@@ -189,7 +240,8 @@ def _plot(run: RunOutput, results, rows, summary, datasets, sigmas) -> None:
     axes[1, 0].set(xlabel="measured MSE", ylabel="Stein estimate",
                    title="Stein's identity (same noisy images)")
     axes[1, 1].set(xlabel="k", ylabel="lambda_k", xscale="log",
-                   title=f"Shrinkage spectrum (sym. Jacobian eigenvalues), sigma={mid:g}")
+                   title=f"Shrinkage spectrum (sym. Jacobian eigenvalues), sigma={mid:g}\n"
+                         f"asym = median ||J - J^T|| / ||J||")
     for ax in axes.ravel():
         ax.legend(fontsize=7)
     fig.tight_layout()

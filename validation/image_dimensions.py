@@ -11,7 +11,14 @@ network keeps (tangent) and ~1/sigma^2 along those it removes. Two read-outs of 
 - ``gap``: ``geomem.numerics.dimension.estimate_dimension`` on the score-Jacobian singular
   values (the spectral-gap / cliff rule);
 - ``shrinkage``: the number of eigenvalues of the symmetrised ``J_D`` above 1/2 (directions
-  kept more than removed), a transparent cross-check.
+  kept more than removed), a transparent cross-check. Out-of-range eigenvalues (J is not
+  exactly symmetric, nor a contraction) are counted as they fall: below 0 as removed, above 1
+  as kept; the fraction outside [0, 1] and the Jacobian's relative asymmetry
+  ``||J - J^T||_F / ||J||_F`` are reported beside every count.
+
+Medians over the test points: the gap rule finds no cliff at some points (NaN). Each median
+states how many points it rests on (``gap_n_finite`` of ``n_points``), and a median of fewer
+than half of the points (``MIN_MEDIAN_FRACTION``) is not published (NaN).
 
 Beside them: scikit-dimension (skdim, a core dependency) estimates (lPCA, TwoNN, MLE) on the
 same N training images; below ``SKDIM_MIN_POINTS`` images they are not computed (NaN, and the
@@ -65,10 +72,12 @@ __all__ = ["SKDIM_ESTIMATORS", "register", "run_image_dimensions",
            "skdim_estimates", "spectral_dimensions"]
 
 COMMAND = "image-dimensions"
-RESULT_FORMAT = 1
+RESULT_FORMAT = 2
 IMAGE_DATASETS = ("digits", "disks")
 #: an eigenvalue of the symmetrised denoiser Jacobian above this counts as a kept direction
 SHRINKAGE_THRESHOLD = 0.5
+#: a median over test points is published only when at least this fraction of them is finite
+MIN_MEDIAN_FRACTION = 0.5
 #: skdim needs this many points for its neighbourhood estimators (k-NN with k ~ 20)
 SKDIM_MIN_POINTS = 25
 SKDIM_ESTIMATORS = ("lPCA", "TwoNN", "MLE")
@@ -89,8 +98,12 @@ def spectral_dimensions(denoiser: torch.nn.Module, clean: np.ndarray, sigma: flo
     score_jac = (jac - np.eye(d)) / sigma ** 2
     sv = np.linalg.svd(score_jac, compute_uv=False)                      # descending
     shrink = np.linalg.eigvalsh(0.5 * (jac + jac.transpose(0, 2, 1)))
+    asym = np.linalg.norm(jac - jac.transpose(0, 2, 1), axis=(1, 2)) / np.linalg.norm(
+        jac, axis=(1, 2))
     return {"gap": [float(estimate_dimension(s, method=GAP_METHOD)) for s in sv],
             "shrinkage": (shrink > SHRINKAGE_THRESHOLD).sum(1).tolist(),
+            "shrinkage_fraction_outside_01": ((shrink < 0) | (shrink > 1)).mean(1).tolist(),
+            "relative_asymmetry": asym.tolist(),
             "trace": np.trace(jac, axis1=1, axis2=2).tolist(),
             "singular_values": (sv * sigma ** 2).tolist()}
 
@@ -141,14 +154,15 @@ def run_image_dimensions(out: Path, *, datasets: Sequence[str] = IMAGE_DATASETS,
                     rows.append({"dataset": name, "N": n, "sigma": sigma, "point": p,
                                  "gap_dimension": float(res["gap"][p]),  # 'nan' from JSON
                                  "shrinkage_dimension": res["shrinkage"][p],
+                                 "shrinkage_fraction_outside_01": res.get(
+                                     "shrinkage_fraction_outside_01", [np.nan] * n_points)[p],
+                                 "relative_asymmetry": res.get(
+                                     "relative_asymmetry", [np.nan] * n_points)[p],
                                  "trace_jacobian": res["trace"][p]})
             sk_rows.append({"dataset": name, "N": n, **{k: float(v) for k, v in sk.items()}})
-        summary[name] = {
-            f"sigma={s:g}": {str(n): {"gap_median": _median(
-                [r["gap_dimension"] for r in rows if r["dataset"] == name and r["N"] == n
-                 and r["sigma"] == s]), "shrinkage_median": float(np.median(
-                [r["shrinkage_dimension"] for r in rows if r["dataset"] == name and r["N"] == n
-                 and r["sigma"] == s]))} for n in grid} for s in sigmas}
+        summary[name] = {f"sigma={s:g}": {str(n): _point_summary(
+            [r for r in rows if r["dataset"] == name and r["N"] == n and r["sigma"] == s])
+            for n in grid} for s in sigmas}
         summary[name]["skdim"] = {str(r["N"]): {k: r[k] for k in SKDIM_ESTIMATORS}
                                   for r in sk_rows if r["dataset"] == name}
     run.write_csv("dimensions", rows)
@@ -193,11 +207,26 @@ def _measure(run: RunOutput, cache_dir: Path, name: str, images: np.ndarray,
     return results, sk
 
 
-def _median(values) -> float:
-    """Median of the finite values (NaN, without a warning, when there are none)."""
+def _median(values, min_fraction: float = MIN_MEDIAN_FRACTION) -> float:
+    """Median of the finite values; NaN (without a warning) when fewer than ``min_fraction`` of
+    the values are finite (a median of a few lucky points is not published)."""
     v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    return float(np.median(v)) if v.size else float("nan")
+    finite = v[np.isfinite(v)]
+    if finite.size == 0 or finite.size < min_fraction * v.size:
+        return float("nan")
+    return float(np.median(finite))
+
+
+def _point_summary(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the test points of one (data set, N, sigma), with the counts they rest on
+    and the Jacobian's asymmetry / out-of-range shrinkage beside them."""
+    gaps = np.asarray([r["gap_dimension"] for r in points], dtype=float)
+    return {"gap_median": _median(gaps), "gap_n_finite": int(np.isfinite(gaps).sum()),
+            "n_points": len(points),
+            "shrinkage_median": float(np.median([r["shrinkage_dimension"] for r in points])),
+            "shrinkage_fraction_outside_01": _median(
+                [r["shrinkage_fraction_outside_01"] for r in points]),
+            "relative_asymmetry_median": _median([r["relative_asymmetry"] for r in points])}
 
 
 def _plot(run: RunOutput, rows, sk_rows, spectra, datasets, sigmas) -> None:

@@ -150,6 +150,7 @@ def run_memorization(out: Path, *, n_values: Sequence[int] = DEFAULTS["n_values"
     for pos, i in enumerate(order):
         results[i] = results_sorted[pos]
     rows, sample_rows, distance_rows, tau_rows, per_seed = [], [], [], [], []
+    subspace_rows: list[dict] = []
     model = GEOMETRIES[geometry]()
     population_total = float(sum(model.dims))
     ref_sigma = float(sigmas[0])
@@ -170,6 +171,7 @@ def run_memorization(out: Path, *, n_values: Sequence[int] = DEFAULTS["n_values"
                              "budget": point["steps"]})
         tau_rows.append({"n_train": point["n_train"], **tau_summary(taus),
                          "budget": point["steps"]})
+        subspace_rows += _subspace_taus(res["retained"], point, model, ref_sigma)
     exponent = fit_exponent([r["n_train"] for r in per_seed], [r["tau_mem"] for r in per_seed])
     run.write_csv("memorization", rows, ["n_train", "seed", "step", "sigma", "points",
                                          "subspace", "source", "retained"])
@@ -180,9 +182,12 @@ def run_memorization(out: Path, *, n_values: Sequence[int] = DEFAULTS["n_values"
     run.write_csv("tau_mem", tau_rows, ["n_train", "tau_mem", "ci_low", "ci_high", "n_seeds",
                                         "n_censored", "budget"])
     run.write_csv("tau_mem_seeds", per_seed, ["n_train", "seed", "tau_mem", "budget"])
+    run.write_csv("tau_subspace", subspace_rows, ["n_train", "seed", "subspace", "points",
+                                                  "tau_loss", "budget"])
     plot_memorization(run, rows, sample_rows, tau_rows, per_seed, exponent, model=model,
                       ref_sigma=ref_sigma, quick=quick)
     summary = {"tau_mem": tau_rows, "exponent": exponent,
+               "first_lost_subspace": _first_lost(subspace_rows),
                "retained_at_ref_sigma_final": _final_retained(rows, points, ref_sigma),
                "wall_seconds": time.perf_counter() - started,
                "training": [r["training"] for r in results]}
@@ -195,6 +200,43 @@ def run_memorization(out: Path, *, n_values: Sequence[int] = DEFAULTS["n_values"
         seeds={"seed": seed, "network_seeds": points[0]["seeds"] if points else []},
         extra={"summary": summary, "smoke_test": bool(quick)})
     return summary
+
+
+def _subspace_taus(rows: list[dict], point: dict, model: Any, sigma: float) -> list[dict]:
+    """Per seed, subspace and kind of points: the first step at which the network's retained
+    dimension of the subspace falls below half of m_k (log-interpolated; NaN: censored)."""
+    out = []
+    for s in point["seeds"]:
+        for kind in ("train", "fresh"):
+            for k, m in enumerate(model.dims):
+                curve = sorted((r["step"], r["retained"]) for r in rows
+                               if r["seed"] == s and r["source"] == "network"
+                               and r["points"] == kind and r["subspace"] == k
+                               and r["sigma"] == sigma)
+                out.append({"n_train": point["n_train"], "seed": s, "subspace": k,
+                            "points": kind, "budget": point["steps"],
+                            "tau_loss": memorization_time([c[0] for c in curve],
+                                                          [c[1] for c in curve], float(m))})
+    return out
+
+
+def _first_lost(rows: list[dict]) -> list[dict]:
+    """Per N and kind of points: the paired ratio tau_loss(subspace 0) / tau_loss(subspace 1)
+    over seeds (geometric mean; < 1: the high-variance subspace 0 is lost first)."""
+    out = []
+    for n in sorted({r["n_train"] for r in rows}):
+        for kind in ("train", "fresh"):
+            sel = [r for r in rows if r["n_train"] == n and r["points"] == kind]
+            seeds = sorted({r["seed"] for r in sel})
+            ratios = []
+            for s in seeds:
+                t = {r["subspace"]: r["tau_loss"] for r in sel if r["seed"] == s}
+                if np.isfinite(t.get(0, np.nan)) and np.isfinite(t.get(1, np.nan)):
+                    ratios.append(t[0] / t[1])
+            out.append({"n_train": n, "points": kind, "n_pairs": len(ratios),
+                        "ratio_0_over_1": float(np.exp(np.mean(np.log(ratios))))
+                        if ratios else None})
+    return out
 
 
 def _final_retained(rows: list[dict], points: list[dict], sigma: float) -> list[dict]:

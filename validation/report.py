@@ -50,6 +50,12 @@ VERDICTS = ("agree", "disagree", "inconclusive", "n/a")
 #: finite-N rows of the agreement table: d, and the times (nearest grid time) per schedule
 FINITE_N_D = 30
 FINITE_N_TABLE_QUANTILES = (0.0, 0.5, 1.0)
+#: how each command averages the quenched REM over test points (they differ for the
+#: Jacobian rows, which are non-linear in lam*): named in the table's theory column
+REM_AVERAGING = {
+    "rem-check": "rem (quenched: prediction averaged over lam*(x) at the MC points)",
+    "finite-n": "rem (quenched: mean lam* over fresh x plugged into the prediction)",
+}
 #: the rem-check times (VP) and the time of the per-subspace Jacobian rows quoted in the table
 REM_TABLE_TIMES = (0.05, 0.1, 0.3)
 REM_JAC_TIME = 0.1
@@ -125,8 +131,11 @@ def _rem_rows(rows: list[dict]) -> list[dict]:
                      f"N={r['n_train']}, t={r['t']:g} (VP, fresh x)")
         else:
             continue
-        out.append(agreement_row(label, "rem (quenched)", r["theory_quenched"], r["mc_mean"],
-                                 r["mc_ci_low"], r["mc_ci_high"]))
+        # rem-check's quenched REM: lam*(x) solved at each MC test point, the prediction
+        # (1 - lam*(x), or -Delta/(Delta + lam*(x) a^2 v_k)) averaged over the points; the
+        # finite-n command instead plugs the mean lam* into the formula (see REM_AVERAGING)
+        out.append(agreement_row(label, REM_AVERAGING["rem-check"], r["theory_quenched"],
+                                 r["mc_mean"], r["mc_ci_low"], r["mc_ci_high"]))
     return out
 
 

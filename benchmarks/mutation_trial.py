@@ -36,21 +36,27 @@ class Mutation:
     tests: tuple[str, ...]
 
 
+#: the finite-N tests that read the mutated quantities (the whole file takes minutes: its
+#: quadrature references and CLI tests); a kill here is a kill by the default suite
+FINITE_N_TESTS = ("tests/test_finite_n.py", "-k",
+                  "fresh_average or tend_to_the_population or acts_like or large_n or "
+                  "single_training_point or bad_input")
+
 ISSUE_MUTATIONS = [
     Mutation("fresh_nodes (1 + r)", "geomem.theory.finite_n", "_fresh_nodes",
              "(1.0 + 1.0 / np.asarray(r_snr))", "(1.0 + np.asarray(r_snr))",
-             ("tests/test_finite_n.py",)),
+             FINITE_N_TESTS),
     Mutation("fresh_nodes no noise term", "geomem.theory.finite_n", "_fresh_nodes",
-             "(1.0 + 1.0 / np.asarray(r_snr))", "1.0", ("tests/test_finite_n.py",)),
+             "(1.0 + 1.0 / np.asarray(r_snr))", "1.0", FINITE_N_TESTS),
     Mutation("jacobian_eigenvalues a^2 -> a", "geomem.theory.finite_n",
              "FiniteNExpectations.jacobian_eigenvalues", "self.a**2", "self.a",
-             ("tests/test_finite_n.py",)),
+             FINITE_N_TESTS),
     Mutation("jacobian_eigenvalues m_k + 1", "geomem.theory.finite_n",
              "FiniteNExpectations.jacobian_eigenvalues", "(self.dims * self.delta**2)",
-             "((self.dims + 1) * self.delta**2)", ("tests/test_finite_n.py",)),
+             "((self.dims + 1) * self.delta**2)", FINITE_N_TESTS),
     Mutation("groups ignore residual_std", "geomem.theory.finite_n", "_groups",
              "if model.residual_std > 0 and model.d > model.m:", "if False:",
-             ("tests/test_finite_n.py",)),
+             FINITE_N_TESTS),
     Mutation("paper phase diagram s not s^2", "geomem.theory.phase", "phase_diagram",
              "sigma_inf = 1.0 / (t[None, :, None] + stds**2)",
              "sigma_inf = 1.0 / (t[None, :, None] + stds)", ("tests/test_phase.py",)),

@@ -177,7 +177,7 @@ def test_training_points_flipd_goes_to_zero_as_the_pair_term():
     ratios = []
     for t in (0.3, 0.001):
         a, dl = float(VP().a(t)), float(VP().delta(t))
-        vals = np.concatenate([empirical_flipd(Y, Y, a=a, delta=dl, backend="numba")
+        vals = np.concatenate([empirical_flipd(Y, Y, a=a, delta=dl)
                                for Y in (model.sample(n, rng) for _ in range(reps))])
         ratios.append(vals.mean() / float(training_point_flipd(model, t, n, VP())))
     assert ratios[0] < 0.5 and abs(ratios[-1] - 1.0) < 0.1, ratios
@@ -188,7 +188,7 @@ def test_finite_n_flipd_one_training_point_closed_form():
     """N = 1: w = 1, so E FLIPD(x) = (a^2/Delta)(tr Sigma + |x|^2) exactly."""
     model = LinearManifold(5, (1, 2), stds=(1.0, 0.5), basis="random", seed=2)
     x = np.random.default_rng(0).standard_normal((3, 5))
-    for t in (0.7, 0.02):
+    for t in (1.5, 0.3):          # N = 1 needs the slow upper contour; a few seconds here
         a, dl = float(VP().a(t)), float(VP().delta(t))
         expect = a**2 / dl * (np.sum(model.direction_variances) + np.sum(x * x, axis=1))
         np.testing.assert_allclose(finite_n_flipd(model, t, 1, VP(), x), expect, rtol=1e-7)

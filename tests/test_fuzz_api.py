@@ -382,7 +382,8 @@ NOT_FUZZED = {
     **dict.fromkeys(["estimator_retained_dimension", "subspace_retained_dimension",
                      "FlipdEstimate", "GaussianMixture", "empirical_flipd",
                      "expected_population_flipd", "finite_n_flipd",
-                     "largest_covariance_eigenvalue", "network_flipd", "population_flipd",
+                     "largest_covariance_eigenvalue", "mixture_collapse_time",
+                     "mixture_mutual_information", "network_flipd", "population_flipd",
                      "population_flipd_std", "speciation_time", "training_point_flipd"],
                     "parallel work, not yet fuzzed"),
 }

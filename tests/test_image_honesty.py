@@ -69,3 +69,10 @@ def test_generalization_sampler_stops_at_the_documented_sigma():
     from geomem.validation.generalization import SAMPLER
 
     assert SAMPLER["sigma_final"] == 0.01                     # THEORY 8, docs/images.md
+
+
+def test_crossover_is_none_when_no_chain_converged_anywhere():
+    from geomem.validation.generalization import crossover_n
+
+    assert crossover_n([1, 10, 100], [np.nan, np.nan, np.nan]) is None
+    assert crossover_n([1, 10, 100], [np.nan, 0.95, 0.97]) == 10.0

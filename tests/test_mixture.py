@@ -16,7 +16,10 @@ from geomem.theory import (
     VP,
     GaussianMixture,
     LinearManifold,
+    collapse_time,
     largest_covariance_eigenvalue,
+    mixture_collapse_time,
+    mixture_mutual_information,
     speciation_time,
 )
 
@@ -38,8 +41,8 @@ def _torch_log_density(model: GaussianMixture):
     """Independent log-density: torch.distributions mixture of multivariate normals."""
     mix = torch.distributions.Categorical(probs=torch.tensor(np.array(model.weights)))
     comp = torch.distributions.MultivariateNormal(torch.tensor(np.array(model.means)),
-                                                  covariance_matrix=torch.as_tensor(
-                                                      model.covariances))
+                                                  covariance_matrix=torch.tensor(np.array(
+                                                      model.covariances)))
     return torch.distributions.MixtureSameFamily(mix, comp).log_prob
 
 
@@ -123,6 +126,31 @@ def test_speciation_time_solves_the_snr_criterion(schedule):
     assert a * a * lam == pytest.approx(dl, rel=1e-8)
 
 
+@pytest.mark.parametrize("n_train", [10, 1000])
+def test_mixture_collapse_time_is_the_published_one_for_a_gaussian(n_train):
+    """One isotropic component: the entropy criterion is the published
+    t_C = (1/2) ln(1 + s^2/(N^{2/d} - 1)) (VP) up to the Monte-Carlo error of I(t)."""
+    d, s = 5, 0.8
+    g = GaussianMixture(np.zeros((1, d)), s * s)
+    t_c = mixture_collapse_time(g, n_train, VP(), rng=3)
+    exact = 0.5 * math.log1p(s * s / (n_train ** (2 / d) - 1))
+    assert exact == pytest.approx(collapse_time(LinearManifold(d, (d,), stds=s), n_train, VP()))
+    snr = float(VP().snr(t_c))
+    i_exact = 0.5 * d * math.log1p(snr * s * s)               # I(t) of a Gaussian at t_C(MC)
+    _, se = mixture_mutual_information(g, t_c, VP(), rng=3)
+    assert abs(i_exact - math.log(n_train)) < 5 * se
+    assert abs(t_c - exact) < 0.05 * exact
+
+
+def test_mixture_collapse_time_orders():
+    """Separated classes: collapse happens after (at smaller t than) speciation, and a mixture
+    of two point masses never collapses onto N > 2 points."""
+    g = GaussianMixture.symmetric(10, mean_norm=4.0, std=0.5)
+    assert mixture_collapse_time(g, 100, VP()) < speciation_time(g, VP())
+    with pytest.raises(ValueError, match="n_train"):
+        mixture_collapse_time(GaussianMixture(np.array([[1.0], [-1.0]]), 0.0), 10, VP())
+
+
 @pytest.mark.parametrize("call, name", [
     (lambda: GaussianMixture(np.zeros(3)), "means"),
     (lambda: GaussianMixture(np.zeros((2, 3)), np.ones((2, 2))), "covariances"),
@@ -136,6 +164,10 @@ def test_speciation_time_solves_the_snr_criterion(schedule):
     (lambda: GaussianMixture(np.zeros((2, 3))).sample(-1), "n"),
     (lambda: GaussianMixture(np.zeros((2, 3))).noised(-1.0, "vp"), "t"),
     (lambda: speciation_time("model", VP()), "model"),
+    (lambda: mixture_collapse_time("model", 10, VP()), "model"),
+    (lambda: mixture_collapse_time(GaussianMixture(np.zeros((2, 3))), 1, VP()), "n_train"),
+    (lambda: mixture_mutual_information(GaussianMixture(np.zeros((2, 3))), 0.1, VP(),
+                                        n_samples=1), "n_samples"),
     (lambda: speciation_time(GaussianMixture(np.zeros((2, 3))), VP(), form="exact"), "form"),
     (lambda: speciation_time(GaussianMixture(np.zeros((2, 3)), 4.0), VE(), form="published"),
      "form"),

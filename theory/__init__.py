@@ -65,7 +65,7 @@ __all__ = [
     "tilted_kl",
 ]
 
-# FLIPD of the population score, training-point bound (issue 12)
+# FLIPD: population score, exact finite N at fresh points, training points (issue 12)
 from .flipd import (  # noqa: E402
     expected_population_flipd,
     finite_n_flipd,
@@ -75,11 +75,16 @@ from .flipd import (  # noqa: E402
 )
 
 __all__ += ["expected_population_flipd", "finite_n_flipd", "population_flipd",
-            "population_flipd_std",
-            "training_point_flipd"]
+            "population_flipd_std", "training_point_flipd"]
 
 # Gaussian mixtures and the speciation time (issue 12)
 from .mixture import GaussianMixture  # noqa: E402
-from .speciation import largest_covariance_eigenvalue, speciation_time  # noqa: E402
+from .speciation import (  # noqa: E402
+    largest_covariance_eigenvalue,
+    mixture_collapse_time,
+    mixture_mutual_information,
+    speciation_time,
+)
 
-__all__ += ["GaussianMixture", "largest_covariance_eigenvalue", "speciation_time"]
+__all__ += ["GaussianMixture", "largest_covariance_eigenvalue", "mixture_collapse_time",
+            "mixture_mutual_information", "speciation_time"]

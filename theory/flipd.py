@@ -51,8 +51,7 @@ from .schedules import Schedule, get_schedule
 _CVZ_TERMS = 40
 
 __all__ = ["expected_population_flipd", "finite_n_flipd", "population_flipd",
-           "population_flipd_std",
-           "training_point_flipd"]
+           "population_flipd_std", "training_point_flipd"]
 
 
 def _snr_per_direction(model: Any, t: Any, schedule: Schedule | str,

@@ -12,20 +12,35 @@ this is ``a(t_S)^2 Lambda = Delta(t_S)``, i.e. ``SNR(t_S) = 1 / Lambda`` [derive
 - DDPM and the geometric VE of the networks: the root of ``ln SNR(t) = -ln Lambda``.
 
 ``form="published"`` returns ``(1/2) ln Lambda`` exactly (VP only).
+
+Collapse time of a mixture (``mixture_collapse_time``) by the entropy criterion of Biroli et al.:
+the empirical score of N i.i.d. points collapses onto them when ``ln N`` exceeds the excess
+entropy of p_t over the noise, ``I(t) = H(p_t) - (d/2) ln(2 pi e Delta)``, the mutual information
+between y and x_t (for Gaussian data it is section 5b's ``sum_i ln(1 + a^2 v_i/Delta)/2`` and
+gives the published ``t_C``).  I depends on t only through the SNR; it is estimated by Monte
+Carlo, ``I = E[ln N(x; a y, Delta I) - ln p_t(x)]`` (the two terms share the noise, which cancels
+most of the variance), with common random numbers across SNRs so that the root in ln SNR is that
+of a smooth function.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+from scipy import optimize
 
-from ._checks import check_choice
+from ._checks import as_generator, check_choice, check_int, check_n_train
 from .manifold import LinearManifold
 from .mixture import GaussianMixture
 from .schedules import VP, Schedule, get_schedule
 
-__all__ = ["largest_covariance_eigenvalue", "speciation_time"]
+__all__ = ["largest_covariance_eigenvalue", "mixture_collapse_time", "mixture_mutual_information",
+           "speciation_time"]
+
+#: bracket of the ln-SNR root search (SNR from e^-60 to e^60); beyond, I(t) is ~0 or saturated
+_LOG_SNR_RANGE = 60.0
 
 
 def largest_covariance_eigenvalue(model: LinearManifold | GaussianMixture) -> float:
@@ -80,3 +95,69 @@ def speciation_time(model: LinearManifold | GaussianMixture, schedule: Schedule 
                          f"lies outside the time domain of {schedule!r}") from exc
     return t
 
+
+
+def _mi_samples(model: GaussianMixture, log_snr: float, y: np.ndarray, xi: np.ndarray
+                ) -> np.ndarray:
+    """Per-sample ``ln N(x; y, Delta I) - ln p(x)`` at a = 1, Delta = e^{-log_snr} (n,)."""
+    delta = math.exp(-log_snr)
+    x = y + math.sqrt(delta) * xi
+    noised = GaussianMixture(model.means, model.covariances + delta * np.eye(model.d),
+                             model.weights)
+    log_cond = -0.5 * model.d * math.log(2.0 * math.pi * delta) - 0.5 * np.sum(xi * xi, axis=1)
+    return log_cond - noised.log_density(x)
+
+
+def mixture_mutual_information(model: GaussianMixture, t: float, schedule: Schedule | str, *,
+                               n_samples: int = 4096, rng: Any = 0) -> tuple[float, float]:
+    """Monte-Carlo ``I(t) = H(p_t) - (d/2) ln(2 pi e Delta)`` in nats and its standard error."""
+    if not isinstance(model, GaussianMixture):
+        raise ValueError(f"model must be a GaussianMixture, got {type(model).__name__}")
+    schedule = get_schedule(schedule)
+    log_snr = float(schedule.log_snr(t))
+    n_samples = check_int("n_samples", n_samples, minimum=2)
+    gen = as_generator("rng", rng)
+    y = model.sample(n_samples, gen)
+    vals = _mi_samples(model, log_snr, y, gen.standard_normal(y.shape))
+    return float(vals.mean()), float(vals.std(ddof=1) / math.sqrt(n_samples))
+
+
+def mixture_collapse_time(model: GaussianMixture, n_train: Any, schedule: Schedule | str, *,
+                          n_samples: int = 4096, rng: Any = 0) -> float:
+    """Collapse time t_C of a Gaussian mixture: the root of ``I(t) = ln N`` (module docstring).
+
+    Args:
+        model: GaussianMixture; n_train: N >= 2; schedule: object or name.
+        n_samples: Monte-Carlo samples of (y, noise), reused at every SNR (common random
+            numbers); rng: seed or Generator.
+    Returns:
+        t_C (float, schedule time units).  Its Monte-Carlo error follows from the standard
+        error of `mixture_mutual_information` divided by ``|dI/dt|``.  ValueError naming
+        n_train when I(t) never reaches ln N (components of zero covariance with k < N).
+    """
+    if not isinstance(model, GaussianMixture):
+        raise ValueError(f"model must be a GaussianMixture, got {type(model).__name__}")
+    log_n = float(np.log(check_n_train(n_train)).reshape(-1)[0])
+    schedule = get_schedule(schedule)
+    n_samples = check_int("n_samples", n_samples, minimum=2)
+    gen = as_generator("rng", rng)
+    y = model.sample(n_samples, gen)
+    xi = gen.standard_normal(y.shape)
+
+    def excess(log_snr: float) -> float:
+        return float(_mi_samples(model, log_snr, y, xi).mean()) - log_n
+
+    lo, hi = -_LOG_SNR_RANGE, _LOG_SNR_RANGE
+    if excess(hi) <= 0.0:
+        raise ValueError(f"n_train = {n_train}: the mutual information I(t) stays below ln N "
+                         "at every SNR (no collapse for this model)")
+    if excess(lo) >= 0.0:
+        raise ValueError(f"n_train = {n_train}: ln N is below I(t) even at SNR e^-60")
+    root = optimize.brentq(excess, lo, hi, xtol=1e-12, rtol=1e-12)
+    t = float(np.asarray(schedule.time_at_log_snr(root), dtype=float))
+    try:
+        schedule.check_time(t)
+    except ValueError as exc:
+        raise ValueError(f"n_train = {n_train}: t_C lies outside the time domain of "
+                         f"{schedule!r}") from exc
+    return t

@@ -152,7 +152,7 @@ def crossover_n(n_values: Sequence[float], medians: Sequence[float],
     all are above; None if the largest N is below. Crossing after the *last* point below
     ignores a coincidental agreement at tiny N (at N = 1 both networks reproduce their one
     training image, and two training images can happen to be similar).
-    NaN medians (no converged chain at that N) are skipped."""
+    NaN medians (no converged chain at that N) are skipped; None when all are NaN."""
     n = np.asarray(n_values, dtype=float)
     m = np.asarray(medians, dtype=float)
     if n.shape != m.shape or n.ndim != 1 or n.size == 0:
@@ -161,6 +161,8 @@ def crossover_n(n_values: Sequence[float], medians: Sequence[float],
     if np.any(np.diff(n) <= 0) or n[0] <= 0:
         raise ValueError("n_values must be positive and strictly increasing")
     n, m = n[np.isfinite(m)], m[np.isfinite(m)]
+    if n.size == 0:                     # no converged chain at any N: nothing to cross
+        return None
     below = np.flatnonzero(m < threshold)
     if below.size == 0:
         return float(n[0])

@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geomem.numerics.denoisers import TrainConfig, build_denoiser, loss_drift, train_or_load
+from geomem.numerics.denoisers import (
+    TrainConfig,
+    build_denoiser,
+    checkpoint_key,
+    loss_drift,
+    train_or_load,
+)
 from geomem.numerics.linear_denoiser import WienerDenoiser
 from geomem.validation.generalization import dataset_pool
 
@@ -54,8 +60,7 @@ def main() -> None:
     print("sigma  identity  wiener    network   net/identity  net/wiener")
     for s, ident, lin, net in table(model, train, test):
         print(f"{s:<5}  {ident:.2e}  {lin:.2e}  {net:.2e}  {net / ident:6.2f}  {net / lin:10.2f}")
-    folder = next(Path(args.cache).glob(f"digits_N{n}_S0_{cfg.arch}_w{cfg.width}_seed0_steps"
-                                        f"{cfg.steps}_*"))
+    folder = Path(args.cache) / checkpoint_key("digits", n, 0, cfg, 0, {"data_seed": 0})
     print("step     " + "  ".join(f"{s:>5}" for s in SIGMAS) + "   net / min(identity, Wiener)")
     for snap in sorted((folder / "snapshots").glob("step_*.pt")):
         net = build_denoiser(cfg.arch, 1, cfg.width, cfg.depth, cfg.levels)

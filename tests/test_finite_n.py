@@ -481,7 +481,7 @@ def test_geometry_and_time_grid():
 
 def test_compare_rows_verdicts():
     """deviation = |exact - MC mean| / half-width; REM flags only where the exact one passes."""
-    from geomem.validation.finite_n import compare_rows, rem_values, summary_rows
+    from geomem.validation.finite_n import compare_rows, finite_n_model, rem_values, summary_rows
 
     point = {"d": 30, "schedule": "VP", "t": 0.01, "n_train": 1000}
     rem = rem_values(LinearManifold(30, (2, 5), stds=(1.0, 0.3)), [0.01], 1000, "VP")
@@ -494,7 +494,7 @@ def test_compare_rows_verdicts():
     exact = [{"sum_w2": exact_sw2, "jac": [-0.5, -0.8], "retained": [0.9, 0.9],
               "delta": 0.02}]
     mc = [{"sum_w2": summ(exact_sw2 + 0.01, 0.02), "jac": [summ(-0.5, 0.0), summ(-0.7, 0.05)]}]
-    rows = compare_rows([point], exact, mc)
+    rows = compare_rows([point], exact, mc, model_of=finite_n_model)
     assert [r["quantity"] for r in rows] == ["sum_w2", "jac_scaled", "jac_scaled"]
     assert rows[0]["deviation"] == pytest.approx(0.5) and rows[0]["inside_ci"]
     assert rows[0]["rem_quenched_rel"] == pytest.approx(1 / 1.5 - 1)

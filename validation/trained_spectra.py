@@ -36,6 +36,7 @@ import copy
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -220,7 +221,7 @@ def run_trained_spectra(out: Path, *, n_values: Sequence[int] = DEFAULT_N_VALUES
     started = time.perf_counter()
 
     # 1. training (checkpointed, resumable), in parallel over N through the executor
-    tasks = [{"root": str(ckpt_root), "n": int(n), "config": _config_fields(config),
+    tasks = [{"root": str(ckpt_root), "n": int(n), "config": asdict(config),
               "seed": seed, "data_seed": data_seed} for n in n_values]
     trained = run_grid(_train_one, tasks, seed=seed, executor=executor,
                        label=f"{COMMAND} training")
@@ -329,13 +330,6 @@ def _markdown_table(rows: list[dict], ref_sigmas: Sequence[float]) -> str:
         lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v)
                                        for v in vals) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _config_fields(config: TrainingConfig) -> dict[str, Any]:
-    """The constructor fields of ``config`` (JSON-able, for a grid point)."""
-    from dataclasses import asdict
-
-    return asdict(config)
 
 
 # ----------------------------------------------------------------------------- CLI

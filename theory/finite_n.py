@@ -88,6 +88,19 @@ _NODE_BUDGET = 216
 _MIN_NODES = 4
 
 
+def _fresh_node_count(n_groups: int, n_nodes: int | None) -> int:
+    """Quadrature nodes per energy group for fresh points: ``n_nodes`` checked, or the default
+    (at most ``_DEFAULT_NODES``, within a total budget of ``_NODE_BUDGET`` product nodes);
+    ValueError when the budget leaves fewer than ``_MIN_NODES`` per group."""
+    if n_nodes is None:
+        per = int(math.floor(_NODE_BUDGET ** (1.0 / n_groups) + 1e-9))
+        n_nodes = min(_DEFAULT_NODES, per)
+        if n_nodes < _MIN_NODES:
+            raise ValueError(f"{n_groups} energy groups is too many for the fresh-point "
+                             "quadrature; pass explicit test points x")
+    return check_int("n_nodes", n_nodes, minimum=1)
+
+
 @dataclass(frozen=True)
 class FiniteNExpectations:
     """Exact expectations over training sets (and test points, when averaged).
@@ -205,13 +218,7 @@ def finite_n_expectations(model: LinearManifold, t: float, n_train: int,
         else:
             if method == "talbot":
                 raise ValueError("method='talbot' supports x='origin' or explicit points only")
-            if n_nodes is None:
-                per = int(math.floor(_NODE_BUDGET ** (1.0 / stds.size) + 1e-9))
-                n_nodes = min(_DEFAULT_NODES, per)
-                if n_nodes < _MIN_NODES:
-                    raise ValueError(f"{stds.size} energy groups is too many for the fresh-point "
-                                     "quadrature; pass explicit test points x")
-            n_nodes = check_int("n_nodes", n_nodes, minimum=1)
+            n_nodes = _fresh_node_count(stds.size, n_nodes)
             lam, weights = _fresh_nodes(dims, a**2 * stds**2 / delta, n_nodes)
             batch = ()
     else:

@@ -43,7 +43,7 @@ import numpy as np
 from ._checks import check_finite_array, check_int
 from ._finite_n_bromwich import bromwich_with_mean_projection
 from ._quadrature import chi2_product_rule
-from .finite_n import _DEFAULT_NODES, _MIN_NODES, _NODE_BUDGET, _check_model, _groups
+from .finite_n import _check_model, _fresh_node_count, _groups
 from .manifold import LinearManifold
 from .schedules import Schedule, get_schedule
 
@@ -156,13 +156,7 @@ def finite_n_flipd(model: LinearManifold, t: float, n_train: int, schedule: Sche
     if isinstance(x, str):
         if x != "fresh":
             raise ValueError(f"x must be 'fresh' or an array (..., d) of clean points, got {x!r}")
-        if n_nodes is None:
-            per = int(math.floor(_NODE_BUDGET ** (1.0 / stds.size) + 1e-9))
-            n_nodes = min(_DEFAULT_NODES, per)
-            if n_nodes < _MIN_NODES:
-                raise ValueError(f"{stds.size} energy groups is too many for the fresh-point "
-                                 "quadrature; pass explicit clean points x")
-        n_nodes = check_int("n_nodes", n_nodes, minimum=1)
+        n_nodes = _fresh_node_count(stds.size, n_nodes)
         lam, weights = chi2_product_rule(dims, n_nodes)       # |P_g x|^2 / s_g^2 ~ chi^2_{m_g}
         zero_sq = np.zeros(lam.shape[0])
         batch: tuple = ()

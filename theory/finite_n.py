@@ -198,9 +198,7 @@ def finite_n_expectations(model: LinearManifold, t: float, n_train: int,
     """
     model = _check_model(model)
     schedule = get_schedule(schedule)
-    t_arr = schedule.check_time(t)
-    if t_arr.ndim != 0:
-        raise ValueError(f"t must be a scalar time, got shape {t_arr.shape}")
+    t_arr = schedule.check_scalar_time(t)
     n_train = check_int("n_train", n_train, minimum=1)
     check_choice("method", method, ("bromwich", "talbot"))
     a = float(schedule.a(t_arr))

@@ -146,9 +146,7 @@ def finite_n_flipd(model: LinearManifold, t: float, n_train: int, schedule: Sche
     """
     model = _check_model(model)
     schedule = get_schedule(schedule)
-    t_arr = schedule.check_time(t)
-    if t_arr.ndim != 0:
-        raise ValueError(f"t must be a scalar time, got shape {t_arr.shape}")
+    t_arr = schedule.check_scalar_time(t)
     n_train = check_int("n_train", n_train, minimum=1)
     a, delta = float(schedule.a(t_arr)), float(schedule.delta(t_arr))
     stds, dims, group = _groups(model)

@@ -129,9 +129,7 @@ class GaussianMixture:
         """The law of ``x_t = a y + sqrt(Delta) xi`` at one time t: means ``a mu_c``,
         covariances ``a^2 C_c + Delta I``."""
         schedule = get_schedule(schedule)
-        t_arr = schedule.check_time(t)
-        if t_arr.ndim != 0:
-            raise ValueError(f"t must be a scalar time, got shape {t_arr.shape}")
+        t_arr = schedule.check_scalar_time(t)
         a, delta = float(schedule.a(t_arr)), float(schedule.delta(t_arr))
         return GaussianMixture(a * self.means, a * a * self.covariances
                                + delta * np.eye(self.d), self.weights)

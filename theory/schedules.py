@@ -49,6 +49,14 @@ class Schedule:
                              f"0 < {name} {upper}, got {got}")
         return arr
 
+    def check_scalar_time(self, t: Any, name: str = "t") -> np.ndarray:
+        """:meth:`check_time` for one time: a 0-d float64 array, ValueError for any other
+        shape."""
+        arr = self.check_time(t, name)
+        if arr.ndim != 0:
+            raise ValueError(f"{name} must be a scalar time, got shape {arr.shape}")
+        return arr
+
     def a(self, t: Any) -> np.ndarray:
         """Signal scale a(t); same shape as ``t``."""
         return self._a(self.check_time(t))

@@ -30,6 +30,7 @@ import torch
 
 from ..theory.manifold import LinearManifold
 from ..theory.schedules import VE, GeometricVE, Schedule
+from .empirical import empirical_score
 from .retained import DEFAULT_DEFINITION, subspace_retained_dimension
 from .score_mlp import torch_a_delta
 
@@ -52,18 +53,14 @@ def _a_delta(schedule: Schedule, t: Any) -> tuple[float, float]:
 
 
 def time_of_sigma(schedule: Schedule, sigma: float) -> float:
-    """The schedule time at which the noise std sqrt(Delta)/a equals ``sigma`` (a = 1 VE types
-    and VP); raises ValueError when sigma is outside the schedule's range."""
-    if isinstance(schedule, GeometricVE):
-        if not schedule.sigma_min <= sigma <= schedule.sigma_max:
-            raise ValueError(f"sigma must be in [{schedule.sigma_min}, {schedule.sigma_max}], "
-                             f"got {sigma}")
-        return float(np.log(sigma / schedule.sigma_min)
-                     / np.log(schedule.sigma_max / schedule.sigma_min))
-    if isinstance(schedule, VE):
-        return float(sigma**2)
-    # VP: sigma^2 = Delta/a^2 = e^{2t} - 1
-    return float(0.5 * np.log1p(sigma**2))
+    """The schedule time at which the noise std sqrt(Delta)/a equals ``sigma``: the
+    schedule's own inverse at log SNR = -2 ln sigma; ValueError for a GeometricVE sigma
+    outside [sigma_min, sigma_max]."""
+    if isinstance(schedule, GeometricVE) and not (
+            schedule.sigma_min <= sigma <= schedule.sigma_max):
+        raise ValueError(f"sigma must be in [{schedule.sigma_min}, {schedule.sigma_max}], "
+                         f"got {sigma}")
+    return float(schedule.time_at_log_snr(-2.0 * np.log(sigma)))
 
 
 def score_jacobians(score: ScoreFn, X: np.ndarray, t: float) -> np.ndarray:
@@ -92,16 +89,15 @@ def denoiser_rank(J: np.ndarray, a: float, delta: float, threshold: float = 0.5
 
 
 def empirical_score_fn(Y: np.ndarray, schedule: Schedule) -> ScoreFn:
-    """The exact empirical score of ``Y`` (N, d) as a torch score function (float64 inside,
-    log-space weights), for the schedule's time units."""
-    data = torch.as_tensor(np.asarray(Y), dtype=torch.float64)
+    """The exact empirical score of ``Y`` (N, d) as a torch score function, for the
+    schedule's time units (:func:`geomem.numerics.empirical.empirical_score`, float64
+    reference kernel)."""
+    data = np.asarray(Y, dtype=np.float64)
 
     def score(x: torch.Tensor, t: Any) -> torch.Tensor:
         a, delta = _a_delta(schedule, t)
-        xd = x.double()
-        logits = -torch.cdist(xd, a * data) ** 2 / (2 * delta)
-        w = torch.softmax(logits, dim=1)
-        return ((a * w @ data - xd) / delta).to(x.dtype)
+        out = empirical_score(x.detach().double().cpu().numpy(), data, a=a, delta=delta)
+        return torch.as_tensor(out, dtype=x.dtype)
 
     return score
 

@@ -242,11 +242,11 @@ def train_ensemble(datasets: Sequence[Any], config: TrainingConfig | None = None
     targets = [s for s in checkpoint_steps(config.steps, config.checkpoints_per_decade,
                                            config.first_checkpoint) if s > step]
     start_step, start = step, time.perf_counter()
-    last_save = start
-    t_lo, t_hi = config.time_range
-    batch = config.batch_size
+    last_save, saved_step = start, step
 
     def save_state() -> None:
+        nonlocal last_save, saved_step
+        last_save, saved_step = time.perf_counter(), step
         if root is None:
             return
         meta.update({"step": step, "snapshots": snapshots,
@@ -261,6 +261,9 @@ def train_ensemble(datasets: Sequence[Any], config: TrainingConfig | None = None
         _write_json(meta, root / "run.json")
         if logs:
             _write_losses(root / "loss.csv", np.asarray(logs))
+
+    t_lo, t_hi = config.time_range
+    batch = config.batch_size
 
     net.train()
     try:
@@ -296,14 +299,14 @@ def train_ensemble(datasets: Sequence[Any], config: TrainingConfig | None = None
                                  root / "snapshots" / f"step_{step:09d}.pt")
                 snapshots.append(step)
                 save_state()
-                last_save = time.perf_counter()
             elif root is not None and time.perf_counter() - last_save > config.save_seconds:
                 save_state()
-                last_save = time.perf_counter()
     except KeyboardInterrupt:
         save_state()   # an interrupted run resumes from here, losing nothing
         raise
-    save_state()
+    if step != saved_step:   # the last step is a snapshot step, saved already
+        save_state()
+    meta.setdefault("train_seconds", elapsed_before)   # a reloaded run: its stored time
     meta.update({"step": step, "snapshots": snapshots})
     seconds = time.perf_counter() - start
     meta["session_steps_per_second"] = (step - start_step) / seconds if step > start_step \

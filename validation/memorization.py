@@ -160,12 +160,8 @@ def run_memorization(out: Path, *, n_values: Sequence[int] = DEFAULTS["n_values"
         distance_rows += res["distance"]
         taus = []
         for s in point["seeds"]:
-            curve = sorted((r["step"], r["retained"]) for r in res["retained"]
-                           if r["seed"] == s and r["source"] == "network"
-                           and r["points"] == "train" and r["subspace"] == "all"
-                           and r["sigma"] == ref_sigma)
-            tau = memorization_time([c[0] for c in curve], [c[1] for c in curve],
-                                    population_total)
+            tau = _network_loss_time(res["retained"], s, "train", "all", ref_sigma,
+                                     population_total)
             taus.append(tau)
             per_seed.append({"n_train": point["n_train"], "seed": s, "tau_mem": tau,
                              "budget": point["steps"]})
@@ -202,6 +198,16 @@ def run_memorization(out: Path, *, n_values: Sequence[int] = DEFAULTS["n_values"
     return summary
 
 
+def _network_loss_time(rows: list[dict], seed: int, points: str, subspace: Any, sigma: float,
+                       population: float) -> float:
+    """:func:`memorization_time` of one network's retained-dimension curve (snapshot steps in
+    order) for one kind of points, subspace (or "all") and noise level."""
+    curve = sorted((r["step"], r["retained"]) for r in rows
+                   if r["seed"] == seed and r["source"] == "network" and r["points"] == points
+                   and r["subspace"] == subspace and r["sigma"] == sigma)
+    return memorization_time([c[0] for c in curve], [c[1] for c in curve], population)
+
+
 def _subspace_taus(rows: list[dict], point: dict, model: Any, sigma: float) -> list[dict]:
     """Per seed, subspace and kind of points: the first step at which the network's retained
     dimension of the subspace falls below half of m_k (log-interpolated; NaN: censored)."""
@@ -209,14 +215,9 @@ def _subspace_taus(rows: list[dict], point: dict, model: Any, sigma: float) -> l
     for s in point["seeds"]:
         for kind in ("train", "fresh"):
             for k, m in enumerate(model.dims):
-                curve = sorted((r["step"], r["retained"]) for r in rows
-                               if r["seed"] == s and r["source"] == "network"
-                               and r["points"] == kind and r["subspace"] == k
-                               and r["sigma"] == sigma)
                 out.append({"n_train": point["n_train"], "seed": s, "subspace": k,
                             "points": kind, "budget": point["steps"],
-                            "tau_loss": memorization_time([c[0] for c in curve],
-                                                          [c[1] for c in curve], float(m))})
+                            "tau_loss": _network_loss_time(rows, s, kind, k, sigma, float(m))})
     return out
 
 

@@ -96,22 +96,18 @@ def check_out_path(path: str | os.PathLike, option: str = "--out") -> Path:
     return given
 
 
-def _out_callback(value: Path | None) -> Path | None:
-    if value is None:
-        return None
-    try:
-        return check_out_path(value, "--out")
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from err
+def _folder_callback(option: str):
+    """A typer callback that checks a folder option with :func:`check_out_path`."""
 
+    def callback(value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        try:
+            return check_out_path(value, option)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from err
 
-def _cache_callback(value: Path | None) -> Path | None:
-    if value is None:
-        return None
-    try:
-        return check_out_path(value, "--cache-dir")
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from err
+    return callback
 
 
 # ----------------------------------------------------------------------------- scheduler
@@ -199,7 +195,7 @@ def quick_sizes(ctx: typer.Context, quick: bool, sizes: Mapping[str, Any]) -> di
 
 # ----------------------------------------------------------------------------- declarations
 OutOption = Annotated[Path | None, typer.Option(
-    "--out", callback=_out_callback, help="Output folder (default results/<command>).")]
+    "--out", callback=_folder_callback("--out"), help="Output folder (default results/<command>).")]
 SeedOption = Annotated[int, typer.Option("--seed", min=0, help="Base random seed (>= 0).")]
 QuickOption = Annotated[bool, typer.Option("--quick", help=QUICK_HELP)]
 WorkersOption = Annotated[int, typer.Option(
@@ -210,6 +206,6 @@ SchedulerOption = Annotated[str | None, typer.Option(
 DaskWorkersOption = Annotated[int | None, typer.Option(
     "--dask-workers", min=1, help="Start a Dask LocalCluster with this many workers.")]
 CacheDirOption = Annotated[Path | None, typer.Option(
-    "--cache-dir", callback=_cache_callback,
+    "--cache-dir", callback=_folder_callback("--cache-dir"),
     help="Checkpoint folder for trained networks, shareable between commands (default: "
          "$GEOMEM_CACHE if set, else <out>/checkpoints).")]

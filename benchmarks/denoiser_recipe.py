@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geomem.numerics.denoisers import (
+from geomem.numerics.denoiser_training import (
     TrainConfig,
-    build_denoiser,
     checkpoint_key,
     loss_drift,
     train_or_load,
 )
+from geomem.numerics.denoisers import build_denoiser
 from geomem.numerics.linear_denoiser import WienerDenoiser
 from geomem.validation.generalization import dataset_pool
 

@@ -3,14 +3,12 @@
 __all__: list[str] = []
 
 # image experiments (H6)
+from .denoiser_training import TrainConfig, train_denoiser, train_or_load  # noqa: E402
 from .denoisers import (  # noqa: E402
     BlindDenoiser,
     EmpiricalDenoiser,
-    TrainConfig,
     build_denoiser,
     denoiser_jacobian,
-    train_denoiser,
-    train_or_load,
 )
 from .images import c_alpha_images, disk_images, load_dataset, load_digits_images  # noqa: E402
 from .sampler import cosine_similarity, sample  # noqa: E402

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from geomem.numerics.denoisers import TrainConfig, loss_drift, train_or_load
+from geomem.numerics.denoiser_training import TrainConfig, loss_drift, train_or_load
 from geomem.numerics.images import load_digits_images
 
 TINY = dict(width=4, depth=3, steps=40, batch_size=8, log_every=5, first_checkpoint=10)

@@ -6,15 +6,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geomem.numerics.denoisers import (
-    EmpiricalDenoiser,
+from geomem.numerics.denoiser_training import (
     TrainConfig,
-    build_denoiser,
     checkpoint_key,
-    effective_noise,
     train_denoiser,
     train_or_load,
 )
+from geomem.numerics.denoisers import EmpiricalDenoiser, build_denoiser, effective_noise
 from geomem.numerics.images import disk_images, load_digits_images
 from geomem.numerics.sampler import cosine_similarity, sample
 

@@ -100,3 +100,23 @@ def test_bad_input():
         im.load_dataset("imagenet")
     with pytest.raises(ValueError, match="data_dir"):
         im.load_dataset("mnist")
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_fit_disk_recovers_noiseless_disks_and_reports_the_noise_level(seed):
+    from geomem.numerics.images import fit_disk
+
+    x, params = im.disk_images(1, 16, rng=seed)
+    fitted, rms = fit_disk(x[0])
+    assert rms < 1e-6
+    np.testing.assert_allclose(fitted[3:], params[0, 3:], atol=1e-4)
+    noisy = x[0] + 0.02 * np.random.default_rng(seed).standard_normal(x[0].shape)
+    assert 0.015 < fit_disk(noisy)[1] < 0.022          # the fit cannot absorb white noise
+
+
+def test_fit_disk_does_not_fit_a_texture():
+    from geomem.numerics.images import c_alpha_images, fit_disk
+
+    texture = c_alpha_images(1, 16, 1.0, rng=0)[0]
+    assert fit_disk(texture)[1] > 0.05

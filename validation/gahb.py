@@ -35,7 +35,8 @@ import numpy as np
 import torch
 import typer
 
-from geomem.numerics.denoisers import TrainConfig, denoiser_jacobian
+from geomem.numerics.denoiser_training import TrainConfig
+from geomem.numerics.denoisers import denoiser_jacobian
 from geomem.numerics.linear_denoiser import WienerDenoiser
 
 from ._common import bad_option, checked, checkpoint_dir, default_out, parse_choices, pyplot
@@ -49,6 +50,7 @@ from .generalization import (
     default_n_values,
     train_with_progress,
     trained_pair,
+    training_record,
 )
 from .options import CacheDirOption, OutOption, QuickOption, SeedOption, quick_sizes
 from .progress import progress
@@ -64,6 +66,9 @@ RESULT_FORMAT = 2
 #: image contrast (at sigma -> 1 the MSE saturates at the image variance, slope 0)
 SLOPE_SIGMA_RANGE = (0.02, 0.32)
 GAHB_DATASETS = ("digits", "calpha1", "calpha2", "calpha3")
+#: noise levels measured: the issue-16 range [0.01, 1] in octaves (five of them inside
+#: SLOPE_SIGMA_RANGE)
+DEFAULT_SIGMAS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0)
 #: eigenvectors shown per data set
 N_EIGENVECTORS = 8
 
@@ -118,7 +123,7 @@ def gahb_measurements(denoiser: torch.nn.Module, clean: np.ndarray, sigma: float
 
 
 def run_gahb(out: Path, *, datasets: Sequence[str] = GAHB_DATASETS,
-             sigmas: Sequence[float] = (0.02, 0.04, 0.08, 0.16, 0.32),
+             sigmas: Sequence[float] = DEFAULT_SIGMAS,
              n_train: int = 1000, n_test: int = 64, n_jacobian: int = 8,
              digits_n: int | None = None,
              config: TrainConfig | None = None, size: int = 16, cache_dir: Path | None = None,
@@ -186,6 +191,7 @@ def run_gahb(out: Path, *, datasets: Sequence[str] = GAHB_DATASETS,
                          "shrinkage_min": float(min(r["shrinkage_min"] for r in mine)),
                          "stein_relative_error": float(np.max(
                              [abs(r["stein_mse"] / r["mse_jacobian_points"] - 1) for r in mine]))}
+        summary[name]["training"] = training_record(cache_dir, name, n, 0, cfg, seed, pool_info)
         if name.startswith("calpha"):
             summary[name]["alpha"] = float(name[-1])
             summary[name]["optimal_slope"] = optimal_rate(float(name[-1]))

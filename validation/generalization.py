@@ -19,6 +19,7 @@ scale-down is written into record.json.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,18 +27,27 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from geomem.numerics.denoisers import BlindDenoiser, TrainConfig, checkpoint_key, train_or_load
-from geomem.numerics.images import DATASETS, load_dataset
+from geomem.numerics.denoiser_training import TrainConfig, checkpoint_key, train_or_load
+from geomem.numerics.denoisers import BlindDenoiser
+from geomem.numerics.images import DATASETS, fit_disk, load_dataset
 from geomem.numerics.sampler import cosine_similarity, sample
 
 from ._common import (
+    CI_LEVEL,
     bad_option,
     checked,
     checkpoint_dir,
     default_out,
     parse_choices,
     parse_ints,
-    pyplot,
+)
+from ._generalization_plots import plot_histograms, plot_rows
+from ._generalization_stats import (
+    SIMILARITY_THRESHOLD,
+    bootstrap_medians,
+    converged_median,
+    crossover_ci,
+    crossover_n,
 )
 from .options import CacheDirOption, OutOption, QuickOption, SeedOption, quick_sizes
 from .progress import progress, training_progress
@@ -61,8 +71,6 @@ __all__ = [
 
 COMMAND = "generalization"
 RESULT_FORMAT = 1
-#: the paper's criterion for "the two networks generate the same image"
-SIMILARITY_THRESHOLD = 0.9
 #: CPU scale-down of the paper's UNet (64 channels doubling, 3 levels, ~1e5 images, long Adam)
 DEFAULT_CONFIG = TrainConfig(arch="bfcnn", width=32, depth=6, steps=1500, batch_size=64,
                              ema_decay=0.99)
@@ -122,10 +130,24 @@ def trained_pair(cache_dir: Path, dataset: str, pool: np.ndarray, n: int, config
     return models, subsets
 
 
+def training_record(cache_dir: Path, dataset: str, n_train: int, subset: int,
+                    config: TrainConfig, seed: int, pool_info: dict[str, Any]) -> dict[str, Any]:
+    """Wall time and loss-curve flatness (drift over the last 20%) of a finished network,
+    read from its checkpoint folder; {} when it is not there."""
+    path = (Path(cache_dir) / checkpoint_key(dataset, n_train, subset, config, seed, pool_info)
+            / "config.json")
+    if not path.exists():
+        return {}
+    info = json.loads(path.read_text())
+    return {"dataset": dataset, "N": n_train, "network": "AB"[subset],
+            "wall_seconds": info.get("wall_seconds"), "steps": config.steps,
+            "loss_drift_last_20pct": info.get("loss_drift_last_20pct")}
+
+
 def train_with_progress(cache_dir: Path, dataset: str, images: np.ndarray, subset: int,
                         config: TrainConfig, seed: int, pool_info: dict[str, Any]
                         ) -> BlindDenoiser:
-    """:func:`~geomem.numerics.denoisers.train_or_load` with a training progress bar (none
+    """:func:`~geomem.numerics.denoiser_training.train_or_load` with a training progress bar (none
     when the checkpoint is already complete)."""
     key = checkpoint_key(dataset, len(images), subset, config, seed, pool_info)
     if (Path(cache_dir) / key / "model.pt").exists():
@@ -145,38 +167,22 @@ def train_with_progress(cache_dir: Path, dataset: str, images: np.ndarray, subse
         bar.close()
 
 
-def crossover_n(n_values: Sequence[float], medians: Sequence[float],
-                threshold: float = SIMILARITY_THRESHOLD) -> float | None:
-    """The N beyond which the median similarity stays at or above ``threshold``: interpolated
-    linearly in log N between the last grid point below it and the next one; the first N if
-    all are above; None if the largest N is below. Crossing after the *last* point below
-    ignores a coincidental agreement at tiny N (at N = 1 both networks reproduce their one
-    training image, and two training images can happen to be similar).
-    NaN medians (no converged chain at that N) are skipped; None when all are NaN."""
-    n = np.asarray(n_values, dtype=float)
-    m = np.asarray(medians, dtype=float)
-    if n.shape != m.shape or n.ndim != 1 or n.size == 0:
-        raise ValueError(f"n_values and medians must be 1-d of equal length, got {n.shape}, "
-                         f"{m.shape}")
-    if np.any(np.diff(n) <= 0) or n[0] <= 0:
-        raise ValueError("n_values must be positive and strictly increasing")
-    n, m = n[np.isfinite(m)], m[np.isfinite(m)]
-    if n.size == 0:                     # no converged chain at any N: nothing to cross
-        return None
-    below = np.flatnonzero(m < threshold)
-    if below.size == 0:
-        return float(n[0])
-    i = int(below[-1]) + 1
-    if i == n.size:
-        return None
-    frac = (threshold - m[i - 1]) / (m[i] - m[i - 1])
-    return float(np.exp(np.log(n[i - 1]) + frac * (np.log(n[i]) - np.log(n[i - 1]))))
+def _percentile_ci(draws: np.ndarray) -> tuple[float, float]:
+    """95% percentile interval of bootstrap draws (NaN, NaN when every draw is NaN)."""
+    draws = np.asarray(draws, dtype=float)
+    draws = draws[np.isfinite(draws)]
+    if not draws.size:
+        return float("nan"), float("nan")
+    tail = (1 - CI_LEVEL) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return float(low), float(high)
 
 
-def _median(values, ok) -> float:
-    """Median over converged chains (NaN when none converged)."""
-    values = np.asarray(values, dtype=float)[np.asarray(ok, dtype=bool)]
-    return float(np.median(values)) if values.size else float("nan")
+def _disk_fits(res: dict[str, Any]) -> list[list[float]]:
+    """RMS residual per pixel of the 5-parameter disk fit to every sample of A and of B (the
+    sampler stops at a residual noise of ``SAMPLER['sigma_final']`` per pixel)."""
+    return [[fit_disk(np.asarray(img, dtype=float))[1] for img in res["samples"][k]]
+            for k in (0, 1)]
 
 
 def _similarities(models, subsets, n_samples: int, seed: int) -> dict[str, Any]:
@@ -202,7 +208,7 @@ def run_generalization(out: Path, *, datasets: Sequence[str] = ("digits", "disks
     """Train (or load), sample, measure and draw; returns the summary per data set."""
     run = RunOutput(out, COMMAND)
     cache_dir = checkpoint_dir(out, cache_dir)
-    rows, summary_rows, summary, per_dataset = [], [], {}, {}
+    rows, summary_rows, train_rows, summary, per_dataset = [], [], [], {}, {}
     for name in datasets:
         images = dataset_pool(name, size=size, data_dir=data_dir, pool=pool)
         pool_info = {"data_seed": DATA_SEED, "size": size, "pool": len(images)}
@@ -222,33 +228,61 @@ def run_generalization(out: Path, *, datasets: Sequence[str] = ("digits", "disks
                 return _similarities(models, subsets, n_samples, seed)
 
             results[n] = run.cached(key, compute)
-        medians = []
-        for n in grid:
-            res = results[n]
-            ok = np.asarray(res["both_converged"], dtype=bool)
+        ok_by_n = [np.asarray(results[n]["both_converged"], dtype=bool) for n in grid]
+        ab_by_n = [np.asarray(results[n]["ab"], dtype=float) for n in grid]
+        train_by_n = [np.r_[np.asarray(results[n]["train_sim_0"], dtype=float),
+                            np.asarray(results[n]["train_sim_1"], dtype=float)] for n in grid]
+        boot_ab = bootstrap_medians(ab_by_n, ok_by_n, seed=seed)
+        boot_train = bootstrap_medians(train_by_n, [np.r_[k, k] for k in ok_by_n], seed=seed)
+        medians = [converged_median(v, k) for v, k in zip(ab_by_n, ok_by_n, strict=True)]
+        for j, n in enumerate(grid):
+            res, ok = results[n], ok_by_n[j]
+            fits = _disk_fits(res) if name == "disks" else None
             for i, ab in enumerate(res["ab"]):
                 rows.append({"dataset": name, "N": n, "sample": i, "ab_similarity": float(ab),
                              "a_train_similarity": res["train_sim_0"][i],
                              "b_train_similarity": res["train_sim_1"][i],
                              "a_steps": res["steps"][0][i], "b_steps": res["steps"][1][i],
-                             "both_converged": bool(ok[i])})
-            medians.append(_median(res["ab"], ok))
+                             "both_converged": bool(ok[i]),
+                             # NaN where the data set is not disks (tidy columns)
+                             "a_disk_fit_rms": fits[0][i] if fits else float("nan"),
+                             "b_disk_fit_rms": fits[1][i] if fits else float("nan")})
+            ab_ci, train_ci = _percentile_ci(boot_ab[:, j]), _percentile_ci(boot_train[:, j])
             summary_rows.append({
-                "dataset": name, "N": n, "median_ab_similarity": medians[-1],
-                "median_train_similarity": _median(
-                    np.r_[np.asarray(res["train_sim_0"], dtype=float),
-                          np.asarray(res["train_sim_1"], dtype=float)], np.r_[ok, ok]),
-                "fraction_converged": float(np.mean(ok))})
+                "dataset": name, "N": n, "median_ab_similarity": medians[j],
+                "median_ab_ci_low": ab_ci[0], "median_ab_ci_high": ab_ci[1],
+                "median_train_similarity": converged_median(train_by_n[j], np.r_[ok, ok]),
+                "median_train_ci_low": train_ci[0], "median_train_ci_high": train_ci[1],
+                "n_converged": int(ok.sum()), "n_samples": int(ok.size),
+                "fraction_converged": float(np.mean(ok)),
+                "median_disk_fit_rms": (converged_median(np.r_[fits[0], fits[1]], np.r_[ok, ok])
+                                        if fits else float("nan"))})
         n_star = crossover_n(grid, medians)
-        summary[name] = {"n_values": grid, "median_ab_similarity": medians, "n_star": n_star,
-                         "n_star_reached": n_star is not None,
-                         "fraction_converged": [r["fraction_converged"] for r in summary_rows
-                                                if r["dataset"] == name]}
+        mine = [r for r in summary_rows if r["dataset"] == name]
+        summary[name] = {"n_values": grid, "median_ab_similarity": medians,
+                         "median_ab_ci": [[r["median_ab_ci_low"], r["median_ab_ci_high"]]
+                                          for r in mine],
+                         "median_train_similarity": [r["median_train_similarity"]
+                                                     for r in mine],
+                         "median_train_ci": [[r["median_train_ci_low"],
+                                              r["median_train_ci_high"]] for r in mine],
+                         "n_star": n_star, "n_star_reached": n_star is not None,
+                         "n_star_ci": crossover_ci(grid, boot_ab),
+                         "fraction_converged": [r["fraction_converged"] for r in mine]}
+        trained = [training_record(cache_dir, name, n, k, cfg, seed + k, pool_info)
+                   for n in grid for k in (0, 1)]
+        train_rows += [r for r in trained if r]
+        summary[name]["max_abs_loss_drift"] = max(
+            (abs(r["loss_drift_last_20pct"]) for r in trained
+             if r and r["loss_drift_last_20pct"] is not None), default=None)
+        if name == "disks":
+            summary[name]["median_disk_fit_rms"] = [r["median_disk_fit_rms"] for r in mine]
         per_dataset[name] = (grid, results)
     run.write_csv("similarities", rows)
     run.write_csv("summary", summary_rows)
-    _plot_histograms(run, per_dataset, summary)
-    _plot_rows(run, per_dataset, n_rows)
+    run.write_csv("training", train_rows)
+    plot_histograms(run, per_dataset, summary)
+    plot_rows(run, per_dataset, n_rows)
     run.write_record(
         {"datasets": list(datasets), "n_values": n_values,
          "train": {name: config_for(name, config).to_dict() for name in datasets},
@@ -260,103 +294,6 @@ def run_generalization(out: Path, *, datasets: Sequence[str] = ("digits", "disks
         seeds={"train_init": [seed, seed + 1], "sampler": seed, "data": DATA_SEED},
         extra={"summary": summary})
     return summary
-
-
-def _plot_histograms(run: RunOutput, per_dataset, summary) -> None:
-    plt = pyplot()
-    n_cols = max(len(grid) for grid, _ in per_dataset.values())
-    fig, axes = plt.subplots(len(per_dataset) + 1, n_cols, figsize=(2.6 * n_cols,
-                             2.3 * (len(per_dataset) + 1)), squeeze=False)
-    bins = np.linspace(-0.2, 1.0, 31)
-    for r, (name, (grid, results)) in enumerate(per_dataset.items()):
-        for c in range(n_cols):
-            ax = axes[r, c]
-            if c >= len(grid):
-                ax.axis("off")
-                continue
-            res = results[grid[c]]
-            ok = np.asarray(res["both_converged"], dtype=bool)
-            ax.hist(np.clip(np.asarray(res["ab"], dtype=float)[ok], -0.2, 1), bins, alpha=0.6,
-                    label="A vs B")
-            ax.hist(np.clip(np.r_[np.asarray(res["train_sim_0"], dtype=float)[ok],
-                                  np.asarray(res["train_sim_1"], dtype=float)[ok]], -0.2, 1), bins,
-                    alpha=0.6, label="sample vs nearest train")
-            ax.set_title(f"{name}, N={grid[c]}", fontsize=9)
-            ax.set_xlabel("cosine similarity", fontsize=8)
-            if c == 0:
-                ax.legend(fontsize=7)
-    ax = axes[-1, 0]
-    for name, (grid, results) in per_dataset.items():
-        ax.semilogx(grid, summary[name]["median_ab_similarity"], "o-", label=f"{name} A vs B")
-        ok = [np.asarray(results[n]["both_converged"], dtype=bool) for n in grid]
-        ax.semilogx(grid, [_median(np.r_[np.asarray(results[n]["train_sim_0"], dtype=float),
-                                         np.asarray(results[n]["train_sim_1"], dtype=float)],
-                                   np.r_[k, k]) for n, k in zip(grid, ok, strict=True)],
-                    "s--", label=f"{name} nearest train")
-    ax.axhline(SIMILARITY_THRESHOLD, color="k", lw=0.8, ls=":")
-    ax.set_xlabel("N")
-    ax.set_ylabel("median similarity")
-    ax.legend(fontsize=6)
-    for ax in axes[-1, 1:]:
-        ax.axis("off")
-    stars = ", ".join(f"{k}: N*={v['n_star']:.3g}" if v["n_star"] else f"{k}: N* not reached"
-                      for k, v in summary.items())
-    fig.suptitle(f"Two denoisers on disjoint sets: A-vs-B and sample-vs-nearest-training "
-                 f"similarity ({stars})", fontsize=10)
-    fig.tight_layout()
-    run.save_figure(fig, "similarity_histograms")
-    plt.close(fig)
-
-
-def _quartet(res: dict[str, Any], i: int) -> np.ndarray:
-    """Sample ``i`` as one strip: closest in S1 | sample A | sample B | closest in S2, first
-    channel, separated by white gaps."""
-    panels = [res["closest_0"][i], res["samples"][0][i], res["samples"][1][i],
-              res["closest_1"][i]]
-    images = [np.clip(np.asarray(p, dtype=float)[0], 0.0, 1.0) for p in panels]
-    gap = np.ones((images[0].shape[0], max(1, images[0].shape[1] // 6)))
-    parts = [images[0]]
-    for img in images[1:]:
-        parts += [gap, img]
-    return np.concatenate(parts, axis=1)
-
-
-def _plot_rows(run: RunOutput, per_dataset, n_rows: int) -> None:
-    """A grid of sample strips: one column per N, ``n_rows`` rows per data set; each cell
-    shows closest-in-S1 | sample A | sample B | closest-in-S2 with the three similarities."""
-    plt = pyplot()
-    n_cols = max(len(grid) for grid, _ in per_dataset.values())
-    n_lines = n_rows * len(per_dataset)
-    fig, axes = plt.subplots(n_lines, n_cols, figsize=(2.6 * n_cols, 0.95 * n_lines + 0.9),
-                             squeeze=False)
-    for d, (name, (grid, results)) in enumerate(per_dataset.items()):
-        for c in range(n_cols):
-            converged = (np.flatnonzero(results[grid[c]]["both_converged"])[:n_rows]
-                         if c < len(grid) else [])
-            for r in range(n_rows):
-                ax = axes[d * n_rows + r, c]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if c < len(grid) and r == 0:
-                    ax.set_title(f"{name}, N={grid[c]}", fontsize=9)
-                if c == 0:
-                    ax.set_ylabel(f"{name} #{r + 1}", fontsize=8)
-                if r >= len(converged):
-                    ax.set_frame_on(False)
-                    if c < len(grid) and r == 0:
-                        ax.text(0.5, 0.5, "no converged chain", ha="center", va="center",
-                                fontsize=8, transform=ax.transAxes)
-                    continue
-                res, i = results[grid[c]], int(converged[r])
-                ax.imshow(_quartet(res, i), cmap="gray", vmin=0, vmax=1)
-                ax.set_xlabel(f"S1~A {res['train_sim_0'][i]:.2f}   A~B {res['ab'][i]:.2f}   "
-                              f"B~S2 {res['train_sim_1'][i]:.2f}", fontsize=7)
-    fig.suptitle("Each cell: closest training image in S1 | sample of A | sample of B | "
-                 "closest in S2\n(same sampler seed for A and B); cosine similarities below",
-                 fontsize=9)
-    fig.tight_layout()
-    run.save_figure(fig, "sample_rows")
-    plt.close(fig)
 
 
 def register(app: typer.Typer) -> None:

@@ -41,7 +41,8 @@ import numpy as np
 import torch
 import typer
 
-from geomem.numerics.denoisers import TrainConfig, denoiser_jacobian
+from geomem.numerics.denoiser_training import TrainConfig
+from geomem.numerics.denoisers import denoiser_jacobian
 from geomem.numerics.dimension import estimate_dimension
 
 from ._common import (

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from geomem.numerics.denoiser_training import (
     TrainConfig,
-    checkpoint_key,
+    checkpoint_folder,
     loss_drift,
     train_or_load,
 )
@@ -60,7 +59,7 @@ def main() -> None:
     print("sigma  identity  wiener    network   net/identity  net/wiener")
     for s, ident, lin, net in table(model, train, test):
         print(f"{s:<5}  {ident:.2e}  {lin:.2e}  {net:.2e}  {net / ident:6.2f}  {net / lin:10.2f}")
-    folder = Path(args.cache) / checkpoint_key("digits", n, 0, cfg, 0, {"data_seed": 0})
+    folder = checkpoint_folder(args.cache, "digits", n, 0, cfg, 0, {"data_seed": 0})
     print("step     " + "  ".join(f"{s:>5}" for s in SIGMAS) + "   net / min(identity, Wiener)")
     for snap in sorted((folder / "snapshots").glob("step_*.pt")):
         net = build_denoiser(cfg.arch, 1, cfg.width, cfg.depth, cfg.levels)

@@ -28,6 +28,7 @@ __all__ = [
     "LR_SCHEDULES",
     "NOISE_DISTRIBUTIONS",
     "TrainConfig",
+    "checkpoint_folder",
     "checkpoint_key",
     "loss_drift",
     "train_denoiser",
@@ -244,6 +245,13 @@ def checkpoint_key(dataset: str, n_train: int, subset: int, config: TrainConfig,
             f"_steps{config.steps}_{digest}")
 
 
+def checkpoint_folder(cache_dir: str | Path, dataset: str, n_train: int, subset: int,
+                      config: TrainConfig, seed: int, extra: dict[str, Any] | None = None
+                      ) -> Path:
+    """The folder of one network's checkpoint in ``cache_dir`` (see :func:`checkpoint_key`)."""
+    return Path(cache_dir) / checkpoint_key(dataset, n_train, subset, config, seed, extra)
+
+
 def train_or_load(cache_dir: str | Path, dataset: str, images: np.ndarray, subset: int,
                   config: TrainConfig, seed: int = 0, extra: dict[str, Any] | None = None,
                   device: str | torch.device = "cpu", progress: Any = None
@@ -253,7 +261,7 @@ def train_or_load(cache_dir: str | Path, dataset: str, images: np.ndarray, subse
     an interrupted training resumes from its last state in the same folder.
     ``extra`` must identify the exact training images (e.g. the data seed);
     ``progress(step, loss)`` is called every ``config.log_every`` training steps."""
-    folder = Path(cache_dir) / checkpoint_key(dataset, len(images), subset, config, seed, extra)
+    folder = checkpoint_folder(cache_dir, dataset, len(images), subset, config, seed, extra)
     model = build_denoiser(config.arch, images.shape[1], config.width, config.depth,
                            config.levels)
     if (folder / "model.pt").exists():

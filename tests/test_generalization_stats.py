@@ -64,3 +64,11 @@ def test_crossover_ci_covers_the_true_crossing():
         ci = crossover_ci(grid, bootstrap_medians(values, ok, replicates=400, seed=rep))
         covered += (ci["low"] or 0) <= truth <= (ci["high"] or np.inf)
     assert covered / 200 >= COVERAGE_FLOOR
+
+
+def test_percentile_ci_ignores_nan_draws_and_is_nan_when_all_are():
+    from geomem.validation._generalization_stats import percentile_ci
+
+    low, high = percentile_ci(np.r_[np.linspace(0, 1, 101), np.nan])
+    assert low == pytest.approx(0.025) and high == pytest.approx(0.975)
+    assert all(np.isnan(percentile_ci(np.full(5, np.nan))))

@@ -17,7 +17,7 @@ import numpy as np
 from ._common import CI_LEVEL
 
 __all__ = ["BOOTSTRAP_REPLICATES", "SIMILARITY_THRESHOLD", "bootstrap_medians",
-           "converged_median", "crossover_ci", "crossover_n"]
+           "converged_median", "crossover_ci", "crossover_n", "percentile_ci"]
 
 #: the paper's criterion for "the two networks generate the same image"
 SIMILARITY_THRESHOLD = 0.9
@@ -71,6 +71,18 @@ def bootstrap_medians(values: Sequence[Sequence[float]], ok: Sequence[Sequence[b
             draws = kept[rng.integers(0, kept.size, size=(replicates, kept.size))]
             out[:, j] = np.median(draws, axis=1)
     return out
+
+
+def percentile_ci(draws: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
+    """Percentile interval of bootstrap draws, NaN draws (no converged chain) ignored;
+    (NaN, NaN) when every draw is NaN."""
+    draws = np.asarray(draws, dtype=float)
+    draws = draws[np.isfinite(draws)]
+    if not draws.size:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return float(low), float(high)
 
 
 def crossover_ci(n_values: Sequence[float], boot_medians: np.ndarray,

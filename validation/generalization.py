@@ -27,13 +27,12 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from geomem.numerics.denoiser_training import TrainConfig, checkpoint_key, train_or_load
+from geomem.numerics.denoiser_training import TrainConfig, checkpoint_folder, train_or_load
 from geomem.numerics.denoisers import BlindDenoiser
 from geomem.numerics.images import DATASETS, fit_disk, load_dataset
 from geomem.numerics.sampler import cosine_similarity, sample
 
 from ._common import (
-    CI_LEVEL,
     bad_option,
     checked,
     checkpoint_dir,
@@ -48,6 +47,7 @@ from ._generalization_stats import (
     converged_median,
     crossover_ci,
     crossover_n,
+    percentile_ci,
 )
 from .options import CacheDirOption, OutOption, QuickOption, SeedOption, quick_sizes
 from .progress import progress, training_progress
@@ -134,8 +134,8 @@ def training_record(cache_dir: Path, dataset: str, n_train: int, subset: int,
                     config: TrainConfig, seed: int, pool_info: dict[str, Any]) -> dict[str, Any]:
     """Wall time and loss-curve flatness (drift over the last 20%) of a finished network,
     read from its checkpoint folder; {} when it is not there."""
-    path = (Path(cache_dir) / checkpoint_key(dataset, n_train, subset, config, seed, pool_info)
-            / "config.json")
+    path = checkpoint_folder(cache_dir, dataset, n_train, subset, config, seed,
+                             pool_info) / "config.json"
     if not path.exists():
         return {}
     info = json.loads(path.read_text())
@@ -149,8 +149,8 @@ def train_with_progress(cache_dir: Path, dataset: str, images: np.ndarray, subse
                         ) -> BlindDenoiser:
     """:func:`~geomem.numerics.denoiser_training.train_or_load` with a training progress bar (none
     when the checkpoint is already complete)."""
-    key = checkpoint_key(dataset, len(images), subset, config, seed, pool_info)
-    if (Path(cache_dir) / key / "model.pt").exists():
+    if (checkpoint_folder(cache_dir, dataset, len(images), subset, config, seed, pool_info)
+            / "model.pt").exists():
         return train_or_load(cache_dir, dataset, images, subset, config, seed,
                              extra=pool_info)[0]
     bar = training_progress(config.steps, f"{dataset} N={len(images)} network {subset}")
@@ -165,17 +165,6 @@ def train_with_progress(cache_dir: Path, dataset: str, images: np.ndarray, subse
                              progress=hook)[0]
     finally:
         bar.close()
-
-
-def _percentile_ci(draws: np.ndarray) -> tuple[float, float]:
-    """95% percentile interval of bootstrap draws (NaN, NaN when every draw is NaN)."""
-    draws = np.asarray(draws, dtype=float)
-    draws = draws[np.isfinite(draws)]
-    if not draws.size:
-        return float("nan"), float("nan")
-    tail = (1 - CI_LEVEL) / 2
-    low, high = np.quantile(draws, [tail, 1 - tail])
-    return float(low), float(high)
 
 
 def _disk_fits(res: dict[str, Any]) -> list[list[float]]:
@@ -247,7 +236,7 @@ def run_generalization(out: Path, *, datasets: Sequence[str] = ("digits", "disks
                              # NaN where the data set is not disks (tidy columns)
                              "a_disk_fit_rms": fits[0][i] if fits else float("nan"),
                              "b_disk_fit_rms": fits[1][i] if fits else float("nan")})
-            ab_ci, train_ci = _percentile_ci(boot_ab[:, j]), _percentile_ci(boot_train[:, j])
+            ab_ci, train_ci = percentile_ci(boot_ab[:, j]), percentile_ci(boot_train[:, j])
             summary_rows.append({
                 "dataset": name, "N": n, "median_ab_similarity": medians[j],
                 "median_ab_ci_low": ab_ci[0], "median_ab_ci_high": ab_ci[1],

@@ -6,8 +6,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from geomem.validation._common import verdict
 from geomem.validation.cli import app
-from geomem.validation.report import SMOKE_TEST
+from geomem.validation.report import SMOKE_TEST, VERDICTS
 
 runner = CliRunner()
 
@@ -68,6 +69,13 @@ def test_rem_check_quick(tmp_path):
     for r in rows:
         if r["quantity"] == "sum_w2":
             assert 0 < float(r["mc_mean"]) <= 1 and 0 <= float(r["theory_annealed"]) < 1
+    # verdicts on E[sum w^2] (quenched REM vs the MC 95% CI, the report's verdict function):
+    # at these sizes (N = 2, deep memorisation) both are near 1, so no row may disagree and at
+    # least one must agree -- this fails if every verdict were "disagree"
+    verdicts = [verdict(float(r["theory_quenched"]), float(r["mc_mean"]), float(r["mc_ci_low"]),
+                        float(r["mc_ci_high"]))[1] for r in rows if r["quantity"] == "sum_w2"]
+    assert len(verdicts) == 4 and set(verdicts) <= set(VERDICTS)
+    assert "agree" in verdicts and "disagree" not in verdicts, verdicts
 
 
 def test_report_quick(tmp_path):

@@ -41,6 +41,9 @@ TALBOT_RTOL = 1e-8
 RANGE_TOL = 1e-8
 #: statistical tests: the exact value must lie within this many MC standard errors
 Z_MAX = 4.5
+#: CLI coverage check: binomial p-value of "exact inside the MC 95% CI" over the 9 quick rows
+#: (7/9 gives 0.07; 5/9 or fewer, or every row outside, gives < 1e-3)
+COVERAGE_P_MIN = 1e-3
 
 
 def _x1(value):
@@ -395,6 +398,22 @@ def test_monte_carlo_agreement(schedule, t, where):
     _within(res.subspace_trace, tr)
 
 
+def test_monte_carlo_agreement_reduced():
+    """test_monte_carlo_agreement at a default-suite size: one fixed test point (VP, t = 0.05),
+    N = 200, 400 seeded training sets; the exact E[sum w^2] and tr(P_k C_w P_k) within Z_MAX
+    MC standard errors."""
+    model = LinearManifold(30, (2, 5), stds=(1.0, 0.3))
+    schedule, t = VP(), 0.05
+    rng = np.random.default_rng(11)
+    a, delta = float(schedule.a(t)), float(schedule.delta(t))
+    x = a * model.sample(1, rng)[0] + math.sqrt(delta) * rng.standard_normal(30)
+    sw2, tr = _mc(model, schedule, t, 200, x, 400, seed=12)
+    res = finite_n_expectations(model, t, 200, schedule, x=x)
+    assert 0.05 < float(res.sum_w2) < 0.95  # neither limit: the test has teeth
+    _within(res.sum_w2, sw2)
+    _within(res.subspace_trace, tr)
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("kwargs,fragment", [
     ({"t": 0.0}, "t out of range"), ({"t": -1.0}, "t out of range"),
@@ -444,10 +463,20 @@ def test_cli_quick_writes_outputs_and_resumes_byte_identical(tmp_path):
             0.5 * (float(r["mc_ci_high"]) - float(r["mc_ci_low"])))
         assert float(r["deviation"]) == pytest.approx(dev)
         assert (r["inside_ci"] == "True") == (dev <= 1.0)
+    # the exact theory must agree with the MC where the sizes allow a verdict: the report's
+    # agreement rows (its verdict function) never disagree and agree at least once, and the
+    # 95% CIs cover the exact value at a rate compatible with 95% (fails if all disagree)
+    from geomem.validation.report import _finite_n_rows
+
+    numeric = [{**r, **{k: float(r[k]) for k in ("t", "exact", "mc_mean", "mc_ci_low",
+                                                  "mc_ci_high")}} for r in rows]
+    verdicts = [a["verdict"] for a in _finite_n_rows(numeric)]
+    assert len(verdicts) == 9 and "agree" in verdicts and "disagree" not in verdicts, verdicts
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    assert float(summary[-1]["coverage_p_value"]) > COVERAGE_P_MIN
     sw2 = {float(r["t"]): float(r["exact"]) for r in rows if r["quantity"] == "sum_w2"}
     ts = sorted(sw2)
     assert sw2[ts[-1]] < 2e-3 and sw2[ts[0]] > 0.5  # generalization -> memorization
-    summary = list(csv.DictReader((out / "summary.csv").open()))
     assert summary[-1]["d"] == "all" and int(summary[-1]["points"]) == 9
     assert "# geomem finite-n" in (out / "summary.md").read_text()
     record = json.loads((out / "record.json").read_text())

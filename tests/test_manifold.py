@@ -9,6 +9,9 @@ from geomem.theory import LinearManifold
 
 # 4e5 samples: sample-variance relative standard error ~ sqrt(2/4e5) = 0.2%; 5 sigma
 SAMPLE_VAR_RTOL = 0.012
+#: normalised second moments vs a seeded Monte Carlo, in standard errors of each direction's
+#: sample mean (30 directions: a 4-sigma excursion has probability ~6e-5 per direction)
+MOMENT_Z_MAX = 4.0
 
 
 @given(d=st.integers(2, 12), seed=st.integers(0, 2**31 - 1), data=st.data())
@@ -64,8 +67,9 @@ def test_normalized_second_moments_match_sampling():
     exact = model.normalized_direction_variances()
     assert exact.sum() == pytest.approx(1.0, rel=1e-9)  # |y| = 1 exactly
     y = model.sample(200_000, np.random.default_rng(1))
-    mc = np.mean(y**2, axis=0)
-    np.testing.assert_allclose(mc[:7], exact[:7], rtol=0.02)
+    se = np.std(y**2, axis=0, ddof=1) / np.sqrt(len(y))
+    z = np.abs(np.mean(y**2, axis=0) - exact) / se
+    assert np.all(z < MOMENT_Z_MAX), z  # every direction, the 23 normal ones included
 
 
 @pytest.mark.parametrize(

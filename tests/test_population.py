@@ -76,16 +76,58 @@ def test_large_t_limit_is_one_over_delta(model):
     np.testing.assert_allclose(sv * t, 1.0, rtol=1e-8)
 
 
-def test_effective_variances_are_second_moments():
+#: Monte-Carlo tolerance in standard errors of the per-direction sample means (30 directions,
+#: seeded: a 4-sigma excursion has probability ~6e-5 per direction)
+MC_Z_MAX = 4.0
+#: the closed forms below vs the quadrature of normalized_direction_variances (epsrel 1e-11)
+SPECIAL_CASE_RTOL = 1e-8
+
+
+def test_effective_variances_unnormalised_are_generator_variances():
     plain = LinearManifold(6, (2, 3), stds=(1.0, 0.3), residual_std=0.01)
-    np.testing.assert_array_equal(effective_direction_variances(plain), plain.direction_variances)
+    np.testing.assert_allclose(effective_direction_variances(plain),
+                               [1.0, 1.0, 0.09, 0.09, 0.09, 1e-4], rtol=1e-15)
+
+
+def test_effective_variances_normalised_against_monte_carlo():
+    """Independent route: E[y_i^2] of y = s z/|s z| by seeded Monte Carlo (figure-4 model),
+    every direction within MC_Z_MAX standard errors. Kills ignoring normalisation (s^2),
+    s -> s^2 in the integrand, the exponent -1/2 -> -1 and a dropped 1/(1 + 2 u s_i^2)."""
     normed = LinearManifold.figure4()
     v = effective_direction_variances(normed)
+    y = normed.sample(100_000, np.random.default_rng(2))
+    sq = y**2
+    se = sq.std(axis=0, ddof=1) / np.sqrt(len(sq))
+    z = np.abs(sq.mean(axis=0) - v) / se
+    assert np.all(z < MC_Z_MAX), z
     # the normalised samples have unit norm, so the second moments sum to one
     assert v.sum() == pytest.approx(1.0, rel=1e-9)
-    np.testing.assert_allclose(v, normed.normalized_direction_variances())
-    # ... and the higher-std subspace keeps the larger share
     assert v[0] > v[2] > v[-1] > 0
+
+
+def _exp_ratio_mean(c):
+    """E[c X/(c X + Y)] for independent X, Y ~ Exp(1): X/Y has density 1/(1 + q)^2, so this
+    is int_0^inf c q/((c q + 1)(1 + q)^2) dq, by adaptive quadrature."""
+    return integrate.quad(lambda q: c * q / ((c * q + 1.0) * (1.0 + q) ** 2), 0.0, np.inf,
+                          epsabs=0.0, epsrel=1e-12, limit=200)[0]
+
+
+@pytest.mark.parametrize("stds", [(1.0, 0.3), (2.0, 0.05), (0.7, 0.7)])
+def test_effective_variances_normalised_special_cases(stds):
+    """Closed forms by other routes: (i) d = 2, one direction per std: y_1^2 =
+    s1^2 cos^2 / (s1^2 cos^2 + s2^2 sin^2) with a uniform angle, whose mean is s1/(s1 + s2);
+    (ii) d = 4, two 2-d subspaces: s_k^2 |z_k|^2 are independent exponentials (means 2 s_k^2),
+    so E[y_i^2] = E[c X/(c X + Y)]/2 with c = s1^2/s2^2, by a 1-d quadrature; (iii) isotropic
+    d = 5: 1/d."""
+    s1, s2 = stds
+    two = effective_direction_variances(LinearManifold(2, (1, 1), stds=stds, normalized=True))
+    np.testing.assert_allclose(two, [s1 / (s1 + s2), s2 / (s1 + s2)], rtol=SPECIAL_CASE_RTOL)
+    four = effective_direction_variances(LinearManifold(4, (2, 2), stds=stds, normalized=True))
+    first = _exp_ratio_mean(s1**2 / s2**2) / 2
+    np.testing.assert_allclose(four, [first, first, 0.5 - first, 0.5 - first],
+                               rtol=SPECIAL_CASE_RTOL)
+    iso = effective_direction_variances(LinearManifold(5, (5,), stds=s1, normalized=True))
+    np.testing.assert_allclose(iso, 0.2, rtol=SPECIAL_CASE_RTOL)
 
 
 def test_bad_input():

@@ -28,8 +28,9 @@ from geomem.theory.rem import (
 
 #: closed forms evaluated in float64 (expm1 form) agree with the solver to this relative error
 CLOSED_FORM_RTOL = 1e-11
-#: tolerance of the quadrature average of lam* against a 40k-sample Monte Carlo (5 sigma + rule)
-QUADRATURE_ATOL = 6e-3
+#: quadrature average of lam* vs a seeded 40k-sample Monte Carlo, in MC standard errors: the
+#: 32-node rule agrees with 64 nodes to <= 3e-5 (~0.03 SE here), so the MC error dominates
+QUADRATURE_Z_MAX = 4.0
 
 FIG4 = LinearManifold.figure4(theory=True)
 
@@ -259,7 +260,8 @@ def test_quenched_average_matches_monte_carlo():
         x = rng.standard_normal((40000, 30)) * np.sqrt(v + t)
         mc = freezing_parameter(FIG4, t, 1000, VE(), x=x)
         quad = float(freezing_parameter(FIG4, t, 1000, VE()))
-        assert quad == pytest.approx(mc.mean(), abs=QUADRATURE_ATOL)
+        se = mc.std(ddof=1) / np.sqrt(mc.size)
+        assert abs(quad - mc.mean()) < QUADRATURE_Z_MAX * se, (quad, mc.mean(), se)
     # quenched and annealed differ but agree to leading order
     t = np.array([1e-4, 1e-3, 1e-2])
     quenched = freezing_parameter(FIG4, t, 1000, VE())

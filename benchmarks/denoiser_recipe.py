@@ -24,7 +24,7 @@ from geomem.numerics.denoiser_training import (
 )
 from geomem.numerics.denoisers import build_denoiser
 from geomem.numerics.linear_denoiser import WienerDenoiser
-from geomem.validation.generalization import dataset_pool
+from geomem.validation.image_networks import dataset_pool
 
 SIGMAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -62,7 +62,7 @@ def main() -> None:
     folder = checkpoint_folder(args.cache, "digits", n, 0, cfg, 0, {"data_seed": 0})
     print("step     " + "  ".join(f"{s:>5}" for s in SIGMAS) + "   net / min(identity, Wiener)")
     for snap in sorted((folder / "snapshots").glob("step_*.pt")):
-        net = build_denoiser(cfg.arch, 1, cfg.width, cfg.depth, cfg.levels)
+        net = build_denoiser(cfg.arch, 1, cfg.width, cfg.depth, cfg.levels, cfg.padding)
         net.load_state_dict(torch.load(snap, weights_only=True))
         ratios = [m / min(i, w) for _, i, w, m in table(net.eval(), train, test)]
         print(f"{int(snap.stem[5:]):<8} " + "  ".join(f"{r:5.2f}" for r in ratios))

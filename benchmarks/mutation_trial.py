@@ -98,6 +98,22 @@ OWN_MUTATIONS = [
              "return np.asarray(model.normalized_direction_variances(), dtype=np.float64)",
              "return np.array(model.direction_variances, dtype=np.float64)",
              ("tests/test_population.py",)),
+    # the normalised generator's moments (issue 15: the old test compared this quadrature
+    # with itself through effective_direction_variances)
+    Mutation("normalised moments exponent -1/2 -> -1", "geomem.theory.manifold",
+             "LinearManifold.normalized_direction_variances",
+             "-0.5 * np.sum(counts * np.log1p(2.0 * u * distinct))",
+             "-1.0 * np.sum(counts * np.log1p(2.0 * u * distinct))",
+             ("tests/test_population.py", "tests/test_manifold.py")),
+    Mutation("normalised moments drop 1/(1 + 2 u s^2)", "geomem.theory.manifold",
+             "LinearManifold.normalized_direction_variances",
+             "u * v / (1.0 + 2.0 * u * v) * np.exp", "u * v * np.exp",
+             ("tests/test_population.py", "tests/test_manifold.py")),
+    # the agreement verdicts (issue 15: CLI tests passed when every verdict said "disagree")
+    Mutation("verdict always disagree", "geomem.validation._common", "verdict",
+             'return rel, "agree" if inside or abs(rel) <= rel_tol else "disagree"',
+             'return rel, "disagree"',
+             ("tests/test_cli_validation.py", "-k", "rem_check_quick")),
 ]
 
 ALL = ISSUE_MUTATIONS + OWN_MUTATIONS

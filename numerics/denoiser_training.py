@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .denoisers import ARCHITECTURES, BlindDenoiser, build_denoiser
+from .denoisers import ARCHITECTURES, PADDINGS, BlindDenoiser, build_denoiser
 from .torch_utils import EMA, load_checkpoint, save_checkpoint, seed_everything
 
 __all__ = [
@@ -75,6 +75,7 @@ class TrainConfig:
     log_every: int = 50
     checkpoints_per_decade: int = 4
     first_checkpoint: int = 100
+    padding: str = "zeros"
 
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
@@ -85,6 +86,8 @@ class TrainConfig:
                 raise ValueError(f"{name} out of range: allowed >= 1, got {getattr(self, name)}")
         if not 0 < self.lr < 1:
             raise ValueError(f"lr out of range: allowed 0 < lr < 1, got {self.lr}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
         if self.noise not in NOISE_DISTRIBUTIONS:
             raise ValueError(f"noise must be one of {NOISE_DISTRIBUTIONS}, got {self.noise!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -166,7 +169,7 @@ def _train(images: np.ndarray, config: TrainConfig, seed: int, device,
     gen = seed_everything(seed)
     data = torch.as_tensor(images, dtype=torch.float32, device=device)
     model = build_denoiser(config.arch, images.shape[1], config.width, config.depth,
-                           config.levels).to(device)
+                           config.levels, config.padding).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate(0))
     ema = EMA(model, config.ema_decay)
     losses, step, seconds_before, running, counted = [], 0, 0.0, 0.0, 0
@@ -238,8 +241,11 @@ def _train(images: np.ndarray, config: TrainConfig, seed: int, device,
 def checkpoint_key(dataset: str, n_train: int, subset: int, config: TrainConfig, seed: int,
                    extra: dict[str, Any] | None = None) -> str:
     """Folder name of a cached checkpoint: readable prefix + hash of the full configuration."""
+    fields = config.to_dict()
+    if fields["padding"] == "zeros":
+        del fields["padding"]    # the key of every network trained before padding was a field
     blob = json.dumps({"dataset": dataset, "n": n_train, "subset": subset, "seed": seed,
-                       "config": config.to_dict(), "extra": extra or {}}, sort_keys=True)
+                       "config": fields, "extra": extra or {}}, sort_keys=True)
     digest = hashlib.sha1(blob.encode()).hexdigest()[:10]
     return (f"{dataset}_N{n_train}_S{subset}_{config.arch}_w{config.width}_seed{seed}"
             f"_steps{config.steps}_{digest}")
@@ -263,7 +269,7 @@ def train_or_load(cache_dir: str | Path, dataset: str, images: np.ndarray, subse
     ``progress(step, loss)`` is called every ``config.log_every`` training steps."""
     folder = checkpoint_folder(cache_dir, dataset, len(images), subset, config, seed, extra)
     model = build_denoiser(config.arch, images.shape[1], config.width, config.depth,
-                           config.levels)
+                           config.levels, config.padding)
     if (folder / "model.pt").exists():
         return load_checkpoint(folder, model, use_ema=True)
     raw, ema, summary = _train(images, config, seed, device, folder=folder, progress=progress)

@@ -6,7 +6,10 @@ For images x with mean mu and covariance C (estimated on a training set) and noi
     D_sigma(y) = mu + C (C + sigma^2 I)^{-1} (y - mu),
 
 the posterior mean ``E[x | y]`` when x is Gaussian N(mu, C). It is *not* blind: it is told
-sigma (an oracle advantage over the blind networks). With ``C = U diag(c) U^T`` it shrinks
+sigma (an oracle advantage over the blind networks). With ``affine=False`` it is the best
+*linear* map (no offset), ``M (M + sigma^2 I)^{-1} y`` with the second-moment matrix
+``M = E[x x^T]``: the reference a bias-free network (``D(a y) = a D(y)``, so it cannot add
+the mean image) competes with on equal terms. With ``C = U diag(c) U^T`` it shrinks
 the k-th principal component by ``c_k / (c_k + sigma^2)``; on the fitted distribution its
 per-pixel MSE is ``sum_k c_k sigma^2 / (c_k + sigma^2) / d``.
 """
@@ -23,15 +26,17 @@ __all__ = ["WienerDenoiser"]
 class WienerDenoiser:
     """Wiener denoiser fitted on ``images`` (N, ...) (moments in float64, ``bias=True``
     covariance, i.e. the training set's own empirical distribution); call it as
-    ``D(y, sigma)`` with y (B, ...) of the same trailing shape and sigma a scalar or (B,)."""
+    ``D(y, sigma)`` with y (B, ...) of the same trailing shape and sigma a scalar or (B,).
+    ``affine=False``: the best linear denoiser (mean 0, second moments in place of the
+    covariance)."""
 
-    def __init__(self, images: Any):
+    def __init__(self, images: Any, *, affine: bool = True):
         x = np.asarray(images, dtype=np.float64)
         if x.ndim < 2 or x.shape[0] < 1 or not np.all(np.isfinite(x)):
             raise ValueError(f"images must be a finite (N, ...) array with N >= 1, got shape "
                              f"{x.shape}")
         flat = x.reshape(x.shape[0], -1)
-        mean = flat.mean(0)
+        mean = flat.mean(0) if affine else np.zeros(flat.shape[1])
         centred = flat - mean
         self._set(mean, centred.T @ centred / flat.shape[0], x.shape[1:])
 

@@ -177,3 +177,49 @@ def test_image_dimensions_quick(tmp_path, cache_dir):
     bad = CliRunner().invoke(_app(image_dimensions), ["image-dimensions", "--sigmas", "-1",
                                                       "--out", str(out)])
     assert bad.exit_code == 2
+
+
+#: a network trained in a worker process (one torch thread) against the same training run in
+#: this process: identical seeds and data, so only the float reduction order may differ
+PARALLEL_TRAINING_ATOL = 1e-4
+
+
+def test_parallel_pretraining_matches_serial_training(tmp_path):
+    """pretrain_networks through two worker processes writes the checkpoints the serial path
+    (train_or_load in this process) would write, and a second call reuses them."""
+    import torch
+
+    from geomem.numerics.denoiser_training import TrainConfig, train_or_load
+    from geomem.validation.executors import ProcessExecutor
+    from geomem.validation.image_networks import (
+        dataset_pool,
+        disjoint_subsets,
+        pair_jobs,
+        pretrain_networks,
+    )
+
+    cfg = TrainConfig(arch="bfcnn", width=4, depth=3, steps=30, batch_size=8)
+    pool_info = {"data_seed": 0, "size": 8, "pool": 40}
+    jobs = pair_jobs("disks", [5], cfg, 3, size=8, data_dir=None, pool_request=40,
+                     pool_info=pool_info)
+    assert [(j["subset"], j["seed"]) for j in jobs] == [(0, 3), (1, 4)]
+    with ProcessExecutor(2) as executor:
+        pretrain_networks(tmp_path / "par", jobs, executor)
+    subsets = disjoint_subsets(dataset_pool("disks", size=8, pool=40), 5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for k in (0, 1):
+            serial = train_or_load(tmp_path / "ser", "disks", subsets[k], k, cfg, 3 + k,
+                                   extra=pool_info)[0]
+            parallel = train_or_load(tmp_path / "par", "disks", subsets[k], k, cfg, 3 + k,
+                                     extra=pool_info)[0]   # loaded: the folder is complete
+            for (name, a), b in zip(serial.state_dict().items(),
+                                    parallel.state_dict().values(), strict=True):
+                torch.testing.assert_close(a, b, atol=PARALLEL_TRAINING_ATOL, rtol=0, msg=name)
+    finally:
+        torch.set_num_threads(threads)
+    before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "par").rglob("model.pt"))
+    with ProcessExecutor(2) as executor:
+        pretrain_networks(tmp_path / "par", jobs, executor)   # nothing left to train
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "par").rglob("model.pt")) == before

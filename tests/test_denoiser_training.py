@@ -1,12 +1,18 @@
 """Blind-denoiser training recipe (issue 16): noise levels, loss weighting, resume, presets."""
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from geomem.numerics.denoiser_training import TrainConfig, loss_drift, train_or_load
+from geomem.numerics.denoiser_training import (
+    TrainConfig,
+    checkpoint_key,
+    loss_drift,
+    train_or_load,
+)
 from geomem.numerics.images import load_digits_images
 
 TINY = dict(width=4, depth=3, steps=40, batch_size=8, log_every=5, first_checkpoint=10)
@@ -64,3 +70,19 @@ def test_interrupted_training_resumes_to_the_same_network(tmp_path):
     snaps = sorted(p.name for p in (folder / "snapshots").iterdir())
     assert snaps[0] == "step_000000010.pt" and snaps[-1] == "step_000000040.pt"
     assert not (folder / "state.pt").exists()
+
+
+def test_checkpoint_key_keeps_old_folders_for_zero_padding():
+    """Networks trained before ``padding`` was a field keep their folder (the key of a
+    zero-padded config hashes the fields without it); any other padding gets its own."""
+    import hashlib
+    import json
+
+    cfg = TrainConfig(arch="unet", width=16, steps=50)
+    old_fields = {k: v for k, v in cfg.to_dict().items() if k != "padding"}
+    blob = json.dumps({"dataset": "disks", "n": 10, "subset": 0, "seed": 3,
+                       "config": old_fields, "extra": {}}, sort_keys=True)
+    key = checkpoint_key("disks", 10, 0, cfg, 3)
+    assert key.endswith(hashlib.sha1(blob.encode()).hexdigest()[:10])
+    reflect = dataclasses.replace(cfg, padding="reflect")
+    assert checkpoint_key("disks", 10, 0, reflect, 3) != key

@@ -12,7 +12,12 @@ from geomem.numerics.denoiser_training import (
     train_denoiser,
     train_or_load,
 )
-from geomem.numerics.denoisers import EmpiricalDenoiser, build_denoiser, effective_noise
+from geomem.numerics.denoisers import (
+    PADDINGS,
+    EmpiricalDenoiser,
+    build_denoiser,
+    effective_noise,
+)
 from geomem.numerics.images import disk_images, load_digits_images
 from geomem.numerics.sampler import cosine_similarity, sample
 
@@ -20,9 +25,10 @@ from geomem.numerics.sampler import cosine_similarity, sample
 EULER_TOL = 1e-10
 
 
-def _float64_model(arch, seed):
+def _float64_model(arch, seed, padding="zeros"):
     torch.manual_seed(seed)
-    model = build_denoiser(arch, channels=1, width=6, depth=4, levels=2).double()
+    model = build_denoiser(arch, channels=1, width=6, depth=4, levels=2,
+                           padding=padding).double()
     # one train-mode pass moves the running sd away from 1, so eval differs from identity
     model.train()
     model(torch.rand(8, 1, 8, 8, dtype=torch.float64))
@@ -31,9 +37,9 @@ def _float64_model(arch, seed):
 
 @settings(max_examples=6, deadline=None)
 @given(arch=st.sampled_from(["bfcnn", "unet"]), seed=st.integers(0, 1000),
-       scale=st.floats(0.01, 100.0))
-def test_bias_free_homogeneity_and_euler_identity(arch, seed, scale):
-    model = _float64_model(arch, seed)
+       scale=st.floats(0.01, 100.0), padding=st.sampled_from(PADDINGS))
+def test_bias_free_homogeneity_and_euler_identity(arch, seed, scale, padding):
+    model = _float64_model(arch, seed, padding)
     y = torch.randn(1, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     out = model(y)
     torch.testing.assert_close(model(scale * y), scale * out, rtol=EULER_TOL, atol=EULER_TOL)
@@ -48,6 +54,10 @@ def test_unet_rejects_odd_sizes():
         model(torch.zeros(1, 1, 6, 6))
     with pytest.raises(ValueError, match="arch"):
         build_denoiser("resnet")
+    with pytest.raises(ValueError, match="padding"):
+        build_denoiser("unet", padding="mirror")
+    with pytest.raises(ValueError, match="padding"):
+        TrainConfig(padding="mirror")
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=0)
 

@@ -19,7 +19,6 @@ scale-down is written into record.json.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,9 +26,8 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from geomem.numerics.denoiser_training import TrainConfig, checkpoint_folder, train_or_load
-from geomem.numerics.denoisers import BlindDenoiser
-from geomem.numerics.images import DATASETS, fit_disk, load_dataset
+from geomem.numerics.denoiser_training import TrainConfig
+from geomem.numerics.images import DATASETS, fit_disk
 from geomem.numerics.sampler import cosine_similarity, sample
 
 from ._common import (
@@ -49,8 +47,33 @@ from ._generalization_stats import (
     crossover_n,
     percentile_ci,
 )
-from .options import CacheDirOption, OutOption, QuickOption, SeedOption, quick_sizes
-from .progress import progress, training_progress
+from .image_networks import (
+    DATA_SEED,
+    DEFAULT_CONFIG,
+    QUICK_CONFIG,
+    SYNTHETIC_CONFIG,
+    SYNTHETIC_POOL,
+    config_for,
+    dataset_pool,
+    default_n_values,
+    disjoint_subsets,
+    pair_jobs,
+    pretrain_networks,
+    scale_down_note,
+    train_with_progress,
+    trained_pair,
+    training_record,
+)
+from .options import (
+    CacheDirOption,
+    OutOption,
+    QuickOption,
+    SeedOption,
+    WorkersOption,
+    cli_executor,
+    quick_sizes,
+)
+from .progress import progress
 from .records import RunOutput
 
 __all__ = [
@@ -71,100 +94,12 @@ __all__ = [
 
 COMMAND = "generalization"
 RESULT_FORMAT = 1
-#: CPU scale-down of the paper's UNet (64 channels doubling, 3 levels, ~1e5 images, long Adam)
-DEFAULT_CONFIG = TrainConfig(arch="bfcnn", width=32, depth=6, steps=1500, batch_size=64,
-                             ema_decay=0.99)
-#: 16x16 synthetic images cost 4x more per step than 8x8 digits: narrower, shorter on CPU
-SYNTHETIC_CONFIG = TrainConfig(arch="bfcnn", width=16, depth=6, steps=1000, batch_size=32,
-                               ema_decay=0.99)
-SYNTHETIC_DATASETS = ("disks", "calpha1", "calpha2", "calpha3")
-QUICK_CONFIG = TrainConfig(arch="bfcnn", width=8, depth=4, steps=300, batch_size=16,
-                           ema_decay=0.9)
-#: the largest synthetic pool drawn (so "max available" is finite for generated data)
-SYNTHETIC_POOL = 2000
 #: sampler settings for CPU runs (THEORY: beta 0.1-0.5 takes about 50-130 steps). The paper's
 #: stopping level sigma_L = 0.01 (THEORY 8, docs/images.md). It was 0.03 while the networks
 #: (old recipe) floored at a residual of ~0.015-0.04 per pixel on clean images and some chains
 #: never reached 0.01; with the issue-16 recipe a digits network (N = 898) reaches it in every
 #: chain (32 of 32, 40-49 steps, /tmp measurement recorded in docs/images.md).
 SAMPLER = {"sigma0": 1.0, "sigma_final": 0.01, "h0": 0.01, "beta": 0.5, "max_steps": 1000}
-DATA_SEED = 0
-
-
-def dataset_pool(name: str, *, size: int = 16, data_dir: str | None = None,
-                 pool: int = SYNTHETIC_POOL, seed: int = DATA_SEED) -> np.ndarray:
-    """All images available for ``name`` (synthetic data: ``pool`` draws), shuffled by seed."""
-    images = load_dataset(name, None if name in ("digits", "mnist", "cifar10") else pool,
-                          size=size, data_dir=data_dir, rng=seed + 1)
-    return images[np.random.default_rng(seed).permutation(len(images))]
-
-
-def config_for(name: str, config: TrainConfig | None = None) -> TrainConfig:
-    """``config`` when given, else the CPU default for data set ``name``."""
-    if config is not None:
-        return config
-    return SYNTHETIC_CONFIG if name in SYNTHETIC_DATASETS else DEFAULT_CONFIG
-
-
-def default_n_values(pool_size: int) -> list[int]:
-    """{1, 10, 100, 1000, max available} with max = pool_size // 2 (two disjoint subsets)."""
-    top = pool_size // 2
-    return sorted({n for n in (1, 10, 100, 1000) if n < top} | {top})
-
-
-def disjoint_subsets(pool: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """S1 = pool[:n], S2 = pool[n:2n] (the pool is already shuffled)."""
-    if not 1 <= n <= len(pool) // 2:
-        raise ValueError(f"n out of range: allowed 1..{len(pool) // 2}, got {n}")
-    return pool[:n], pool[n:2 * n]
-
-
-def trained_pair(cache_dir: Path, dataset: str, pool: np.ndarray, n: int, config: TrainConfig,
-                 seed: int, pool_info: dict[str, Any]
-                 ) -> tuple[list[BlindDenoiser], tuple[np.ndarray, np.ndarray]]:
-    """The two denoisers (trained or loaded from the cache) for subsets S1, S2 of size n;
-    network k is initialised with seed ``seed + k``."""
-    subsets = disjoint_subsets(pool, n)
-    models = [train_with_progress(cache_dir, dataset, images, k, config, seed + k, pool_info)
-              for k, images in enumerate(subsets)]
-    return models, subsets
-
-
-def training_record(cache_dir: Path, dataset: str, n_train: int, subset: int,
-                    config: TrainConfig, seed: int, pool_info: dict[str, Any]) -> dict[str, Any]:
-    """Wall time and loss-curve flatness (drift over the last 20%) of a finished network,
-    read from its checkpoint folder; {} when it is not there."""
-    path = checkpoint_folder(cache_dir, dataset, n_train, subset, config, seed,
-                             pool_info) / "config.json"
-    if not path.exists():
-        return {}
-    info = json.loads(path.read_text())
-    return {"dataset": dataset, "N": n_train, "network": "AB"[subset],
-            "wall_seconds": info.get("wall_seconds"), "steps": config.steps,
-            "loss_drift_last_20pct": info.get("loss_drift_last_20pct")}
-
-
-def train_with_progress(cache_dir: Path, dataset: str, images: np.ndarray, subset: int,
-                        config: TrainConfig, seed: int, pool_info: dict[str, Any]
-                        ) -> BlindDenoiser:
-    """:func:`~geomem.numerics.denoiser_training.train_or_load` with a training progress bar (none
-    when the checkpoint is already complete)."""
-    if (checkpoint_folder(cache_dir, dataset, len(images), subset, config, seed, pool_info)
-            / "model.pt").exists():
-        return train_or_load(cache_dir, dataset, images, subset, config, seed,
-                             extra=pool_info)[0]
-    bar = training_progress(config.steps, f"{dataset} N={len(images)} network {subset}")
-    done = [0]
-
-    def hook(step: int, loss: float) -> None:
-        bar.step(step - done[0], loss)
-        done[0] = step
-
-    try:
-        return train_or_load(cache_dir, dataset, images, subset, config, seed, extra=pool_info,
-                             progress=hook)[0]
-    finally:
-        bar.close()
 
 
 def _disk_fits(res: dict[str, Any]) -> list[list[float]]:
@@ -193,19 +128,27 @@ def run_generalization(out: Path, *, datasets: Sequence[str] = ("digits", "disks
                        n_values: Sequence[int] | None = None, config: TrainConfig | None = None,
                        n_samples: int = 64, size: int = 16, cache_dir: Path | None = None,
                        data_dir: str | None = None, seed: int = 0, pool: int = SYNTHETIC_POOL,
-                       n_rows: int = 3) -> dict[str, Any]:
-    """Train (or load), sample, measure and draw; returns the summary per data set."""
+                       n_rows: int = 3, executor: Any = None) -> dict[str, Any]:
+    """Train (or load; in parallel through ``executor`` when it has workers), sample, measure
+    and draw; returns the summary per data set."""
     run = RunOutput(out, COMMAND)
     cache_dir = checkpoint_dir(out, cache_dir)
     rows, summary_rows, train_rows, summary, per_dataset = [], [], [], {}, {}
+    pools, jobs = {}, []
     for name in datasets:
         images = dataset_pool(name, size=size, data_dir=data_dir, pool=pool)
         pool_info = {"data_seed": DATA_SEED, "size": size, "pool": len(images)}
         grid = sorted(n_values) if n_values is not None else default_n_values(len(images))
-        cfg = config_for(name, config)
         if grid[-1] > len(images) // 2:
             raise ValueError(f"n_values: largest N for {name} is {len(images) // 2}, got "
                              f"{grid[-1]}")
+        pools[name] = images, pool_info, grid
+        jobs += pair_jobs(name, grid, config_for(name, config), seed, size=size,
+                          data_dir=data_dir, pool_request=pool, pool_info=pool_info)
+    pretrain_networks(cache_dir, jobs, executor)
+    for name in datasets:
+        images, pool_info, grid = pools[name]
+        cfg = config_for(name, config)
         results = {}
         for n in progress(grid, f"generalization {name}"):
             key = {"format": RESULT_FORMAT, "dataset": name, "n": n, "config": cfg.to_dict(),
@@ -277,9 +220,7 @@ def run_generalization(out: Path, *, datasets: Sequence[str] = ("digits", "disks
          "train": {name: config_for(name, config).to_dict() for name in datasets},
          "n_samples": n_samples, "size": size, "pool": pool, "sampler": SAMPLER,
          "cache_dir": str(cache_dir), "similarity_threshold": SIMILARITY_THRESHOLD,
-         "scale_down": "CPU: BF-CNN (bias-free) instead of the paper's 64-channel UNet; "
-                       "1000-1500 Adam steps of batch 32-64 per network (see 'train') instead of "
-                       "hundreds of epochs; N up to the pool size / 2"},
+         "scale_down": scale_down_note({name: config_for(name, config) for name in datasets})},
         seeds={"train_init": [seed, seed + 1], "sampler": seed, "data": DATA_SEED},
         extra={"summary": summary})
     return summary
@@ -295,9 +236,11 @@ def register(app: typer.Typer) -> None:
         n_values: Annotated[str | None, typer.Option(
             "--n-values", help="Comma-separated N (default 1,10,100,1000,max).")] = None,
         steps: Annotated[int | None, typer.Option(
-            help="Adam steps per network (default 1500 digits, 1000 synthetic).")] = None,
+            help=f"Adam steps per network (default {DEFAULT_CONFIG.steps} digits, "
+                 f"{SYNTHETIC_CONFIG.steps} synthetic).")] = None,
         width: Annotated[int | None, typer.Option(
-            help="Channels (default 32 digits, 16 synthetic).")] = None,
+            help=f"Channels (default {DEFAULT_CONFIG.width} digits, "
+                 f"{SYNTHETIC_CONFIG.width} synthetic).")] = None,
         arch: Annotated[str, typer.Option(help="bfcnn or unet.")] = DEFAULT_CONFIG.arch,
         samples: Annotated[int, typer.Option(help="Samples per network and N.")] = 64,
         size: Annotated[int, typer.Option(help="Side of synthetic images.")] = 16,
@@ -305,6 +248,7 @@ def register(app: typer.Typer) -> None:
         data_dir: Annotated[str | None, typer.Option(
             "--data-dir", help="Folder with MNIST IDX / CIFAR-10 batches.")] = None,
         seed: SeedOption = 0,
+        workers: WorkersOption = 2,
         quick: QuickOption = False,
     ) -> None:
         """Two denoisers on disjoint training sets: when do they generate the same images?
@@ -328,6 +272,9 @@ def register(app: typer.Typer) -> None:
             grid = grid or [1, 10]
         out = out or default_out(COMMAND)
         cache = checked("--cache-dir", checkpoint_dir, out, cache_dir)
-        checked("--n-values", run_generalization, out, datasets=names,
-                n_values=grid, config=config, n_samples=samples, size=size, cache_dir=cache,
-                data_dir=data_dir, seed=seed, pool=pool)
+        workers = quick_sizes(ctx, quick, {"workers": 1})["workers"]   # --quick: serial
+        with cli_executor(workers, None, None) as executor:
+            checked("--n-values", run_generalization, out, datasets=names,
+                    n_values=grid, config=config, n_samples=samples, size=size,
+                    cache_dir=cache, data_dir=data_dir, seed=seed, pool=pool,
+                    executor=executor)

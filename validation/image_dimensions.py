@@ -55,7 +55,7 @@ from ._common import (
     parse_ints,
     pyplot,
 )
-from .generalization import (
+from .image_networks import (
     DATA_SEED,
     DEFAULT_CONFIG,
     QUICK_CONFIG,
@@ -63,9 +63,20 @@ from .generalization import (
     config_for,
     dataset_pool,
     default_n_values,
+    pair_jobs,
+    pretrain_networks,
+    scale_down_note,
     trained_pair,
 )
-from .options import CacheDirOption, OutOption, QuickOption, SeedOption, quick_sizes
+from .options import (
+    CacheDirOption,
+    OutOption,
+    QuickOption,
+    SeedOption,
+    WorkersOption,
+    cli_executor,
+    quick_sizes,
+)
 from .progress import progress
 from .records import RunOutput
 
@@ -132,20 +143,28 @@ def run_image_dimensions(out: Path, *, datasets: Sequence[str] = IMAGE_DATASETS,
                          sigmas: Sequence[float] = (0.05, 0.1, 0.2), n_points: int = 8,
                          config: TrainConfig | None = None, size: int = 16,
                          cache_dir: Path | None = None, seed: int = 0,
-                         pool: int = SYNTHETIC_POOL) -> dict[str, Any]:
-    """Compute (cached per data set, N, sigma), tabulate, draw and record."""
+                         pool: int = SYNTHETIC_POOL, executor: Any = None) -> dict[str, Any]:
+    """Train/load (in parallel through ``executor`` when it has workers), compute (cached per
+    data set, N, sigma), tabulate, draw and record."""
     run = RunOutput(out, COMMAND)
     cache_dir = checkpoint_dir(out, cache_dir)
     rows, sk_rows, spectra, summary = [], [], {}, {}
+    pools, jobs = {}, []
     for name in datasets:
         images = dataset_pool(name, size=size, pool=pool)
         pool_info = {"data_seed": DATA_SEED, "size": size, "pool": len(images)}
         grid = sorted(n_values) if n_values is not None else default_n_values(len(images))
-        # evaluation points: the end of the pool, never in S1 = pool[:N] when N <= pool - P
-        clean = images[-n_points:]
         if grid[-1] > len(images) - n_points or grid[-1] > len(images) // 2:
             raise ValueError(f"n_values: largest N for {name} is "
                              f"{min(len(images) - n_points, len(images) // 2)}, got {grid[-1]}")
+        pools[name] = images, pool_info, grid
+        jobs += pair_jobs(name, grid, config_for(name, config), seed, size=size, data_dir=None,
+                          pool_request=pool, pool_info=pool_info)
+    pretrain_networks(cache_dir, jobs, executor)
+    for name in datasets:
+        images, pool_info, grid = pools[name]
+        # evaluation points: the end of the pool, never in S1 = pool[:N] when N <= pool - P
+        clean = images[-n_points:]
         for n in progress(grid, f"image-dimensions {name}"):
             per_sigma, sk = _measure(run, cache_dir, name, images, pool_info, n, sigmas, clean,
                                      config_for(name, config), seed)
@@ -178,8 +197,7 @@ def run_image_dimensions(out: Path, *, datasets: Sequence[str] = IMAGE_DATASETS,
          "skdim_min_points": SKDIM_MIN_POINTS,
          "jacobian": "exact (torch.func.jacrev, float64) at y = x0 + sigma z",
          "gap_estimator": f"geomem.numerics.dimension.estimate_dimension(method={GAP_METHOD!r})",
-         "scale_down": "CPU: small BF-CNN denoisers from `geomem generalization` (network A); "
-                       "N up to the pool size / 2 instead of 1e5"},
+         "scale_down": scale_down_note({name: config_for(name, config) for name in datasets})},
         seeds={"noise": seed, "train_init": seed, "data": DATA_SEED},
         extra={"summary": summary, "true_dimension": TRUE_DIMENSION})
     return summary
@@ -297,6 +315,7 @@ def register(app: typer.Typer) -> None:
             help="Adam steps per network (default: as `generalization`).")] = None,
         cache_dir: CacheDirOption = None,
         seed: SeedOption = 0,
+        workers: WorkersOption = 2,
         quick: QuickOption = False,
     ) -> None:
         """Spectral-gap dimension of trained denoisers vs N on digits and disks (true dim 5).
@@ -318,6 +337,8 @@ def register(app: typer.Typer) -> None:
             grid, sig = grid or [1, 10], sig if sizes["sigmas"] is not None else sig[:2]
         out = out or default_out(COMMAND)
         cache = checked("--cache-dir", checkpoint_dir, out, cache_dir)
-        checked("--n-values", run_image_dimensions, out, datasets=names,
-                n_values=grid, sigmas=sig, n_points=points, config=config, size=size,
-                cache_dir=cache, seed=seed, pool=pool)
+        workers = quick_sizes(ctx, quick, {"workers": 1})["workers"]   # --quick: serial
+        with cli_executor(workers, None, None) as executor:
+            checked("--n-values", run_image_dimensions, out, datasets=names,
+                    n_values=grid, sigmas=sig, n_points=points, config=config, size=size,
+                    cache_dir=cache, seed=seed, pool=pool, executor=executor)

@@ -80,3 +80,19 @@ from .flipd import empirical_flipd  # noqa: E402
 from .flipd_network import EXACT_TRACE_MAX_DIM, FlipdEstimate, network_flipd  # noqa: E402
 
 __all__ += ["EXACT_TRACE_MAX_DIM", "FlipdEstimate", "empirical_flipd", "network_flipd"]
+
+# score-based LID estimators, skdim-style API (issue 12, items 2 and 3)
+from .lid_estimators import (  # noqa: E402
+    ClosedFormEstimator,
+    FlipdEstimator,
+    NormalBundleEstimate,
+    NormalBundleEstimator,
+    SpectralGapEstimator,
+    closed_form_lid,
+    empirical_score_callable,
+    normal_bundle_dimension,
+)
+
+__all__ += ["ClosedFormEstimator", "FlipdEstimator", "NormalBundleEstimate",
+            "NormalBundleEstimator", "SpectralGapEstimator", "closed_form_lid",
+            "empirical_score_callable", "normal_bundle_dimension"]

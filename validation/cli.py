@@ -47,6 +47,7 @@ COMMAND_MODULES = [
     "trained_spectra",
     "memorization",
     "finite_n",
+    "lid_benchmark",
     # COMMANDS-END
 ]
 

@@ -1,0 +1,54 @@
+"""geomem lid-benchmark: outputs, the cross-route identity FLIPD = closed form, bad input."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from geomem.validation.cli import app
+from geomem.validation.lid_benchmark import DATASETS, dataset_sample
+
+runner = CliRunner()
+#: FLIPD (trace route) and the closed-form LID (weighted squared distances) of the same
+#: empirical score: equal up to float64 rounding of sums of O(d N) terms
+CROSS_ROUTE_RTOL = 1e-8
+
+
+def test_quick_run_writes_outputs_and_routes_agree(tmp_path):
+    out = tmp_path / "lid"
+    res = runner.invoke(app, ["lid-benchmark", "--quick", "--datasets",
+                              "linear2_d20,sphere2_d10", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    for name in ("lid.csv", "mae.csv", "lid_benchmark.png", "lid_benchmark.pdf", "record.json"):
+        assert (out / name).exists(), name
+    json.loads((out / "record.json").read_text())                   # strict JSON
+    rows = list(csv.DictReader((out / "lid.csv").open()))
+    key = {(r["dataset"], r["N"], r["delta_fraction"], r["point"]): float(r["estimate"])
+           for r in rows if r["method"] == "flipd"}
+    closed = {(r["dataset"], r["N"], r["delta_fraction"], r["point"]): float(r["estimate"])
+              for r in rows if r["method"] == "closed_form"}
+    assert key.keys() == closed.keys() and len(key) == 2 * 2 * 7 * 4
+    np.testing.assert_allclose(list(key.values()), [closed[k] for k in key],
+                               rtol=CROSS_ROUTE_RTOL)
+    mae = list(csv.DictReader((out / "mae.csv").open()))
+    assert len(mae) == 2 * 7 and all(r["dataset"] in DATASETS for r in mae)
+    # lPCA on 30-60 points of a plane in R^20 is exact (a global linear method on linear data)
+    lpca = [r for r in mae if r["dataset"] == "linear2_d20" and r["method"] == "skdim_lPCA"]
+    assert float(lpca[0]["mae"]) == 0.0
+
+
+def test_datasets_have_their_dimension():
+    """The spheres lie on the unit sphere of a (k+1)-dim subspace; the linear sets span k."""
+    x = dataset_sample("sphere4_d20", 200, 1)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-12)
+    assert np.linalg.matrix_rank(x, tol=1e-9) == 5
+    assert np.linalg.matrix_rank(dataset_sample("linear5_d20", 200, 1), tol=1e-9) == 5
+
+
+@pytest.mark.parametrize("args,fragment", [(["--datasets", "cube"], "--datasets"),
+                                           (["--points", "0"], "--points")])
+def test_bad_options(tmp_path, args, fragment):
+    res = runner.invoke(app, ["lid-benchmark", *args, "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and fragment in res.output

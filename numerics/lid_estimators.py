@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from geomem.theory._checks import check_choice, check_int, check_positive
+from geomem.theory._checks import check_choice, check_int
 
 from . import _empirical_common as common
 from ._empirical_common import LOG_NEGLIGIBLE_WEIGHT, as_float64, finite_or_raise, validate
@@ -54,10 +54,11 @@ ScoreFn = Callable[[np.ndarray], Any]
 
 
 def _scalar(name: str, value: Any) -> float:
-    """A real scalar 0 < value < inf (ValueError naming it)."""
-    if isinstance(value, (bool, str, bytes)) or np.ndim(value) != 0:
+    """A real scalar 0 < value < inf (ValueError naming it); unlike the shared check, a bool
+    is refused (``a=True`` is a mistake, not 1.0)."""
+    if isinstance(value, bool):
         raise ValueError(f"{name} must be a real scalar with 0 < {name} < inf, got {value!r}")
-    return float(check_positive(name, value).reshape(-1)[0])
+    return common._scalar(name, value)
 
 
 def _points(X: Any, d: int | None = None, min_rows: int = 0) -> np.ndarray:

@@ -25,6 +25,8 @@ def test_quick_run_writes_outputs_and_routes_agree(tmp_path):
         assert (out / name).exists(), name
     json.loads((out / "record.json").read_text())                   # strict JSON
     rows = list(csv.DictReader((out / "lid.csv").open()))
+    ids = [(r["dataset"], r["N"], r["delta_fraction"], r["method"], r["point"]) for r in rows]
+    assert len(ids) == len(set(ids))          # the read-off noise is measured once, not twice
     key = {(r["dataset"], r["N"], r["delta_fraction"], r["point"]): float(r["estimate"])
            for r in rows if r["method"] == "flipd"}
     closed = {(r["dataset"], r["N"], r["delta_fraction"], r["point"]): float(r["estimate"])

@@ -34,6 +34,7 @@ __all__ = [
     "dataset_pool",
     "default_n_values",
     "disjoint_subsets",
+    "is_trained",
     "pair_jobs",
     "pretrain_networks",
     "scale_down_note",
@@ -125,13 +126,19 @@ def training_record(cache_dir: Path, dataset: str, n_train: int, subset: int,
             "loss_drift_last_20pct": info.get("loss_drift_last_20pct")}
 
 
+def is_trained(cache_dir: Path, dataset: str, n_train: int, subset: int, config: TrainConfig,
+               seed: int, pool_info: dict[str, Any]) -> bool:
+    """Whether the network's checkpoint folder holds a finished model."""
+    return (checkpoint_folder(cache_dir, dataset, n_train, subset, config, seed, pool_info)
+            / "model.pt").exists()
+
+
 def train_with_progress(cache_dir: Path, dataset: str, images: np.ndarray, subset: int,
                         config: TrainConfig, seed: int, pool_info: dict[str, Any]
                         ) -> BlindDenoiser:
     """:func:`~geomem.numerics.denoiser_training.train_or_load` with a training progress bar (none
     when the checkpoint is already complete)."""
-    if (checkpoint_folder(cache_dir, dataset, len(images), subset, config, seed, pool_info)
-            / "model.pt").exists():
+    if is_trained(cache_dir, dataset, len(images), subset, config, seed, pool_info):
         return train_or_load(cache_dir, dataset, images, subset, config, seed,
                              extra=pool_info)[0]
     bar = training_progress(config.steps, f"{dataset} N={len(images)} network {subset}")
@@ -149,7 +156,7 @@ def train_with_progress(cache_dir: Path, dataset: str, images: np.ndarray, subse
 
 
 def _train_network(point: dict[str, Any], seed_sequence: Any = None) -> dict[str, Any]:
-    """Executor task: train (or resume) one network of a pair and return its training record.
+    """Executor task: train (or resume) one network of a pair into its checkpoint folder.
     The point names everything (data set, pool, N, subset, config, seed, cache folder), so the
     task rebuilds the same training images in a worker process; the training seed is the
     point's own, never the executor's ``seed_sequence``."""
@@ -158,11 +165,9 @@ def _train_network(point: dict[str, Any], seed_sequence: Any = None) -> dict[str
     images = dataset_pool(point["dataset"], size=point["size"], data_dir=point["data_dir"],
                           pool=point["pool_request"])
     subset = disjoint_subsets(images, point["n"])[point["subset"]]
-    cfg, cache = TrainConfig(**point["config"]), Path(point["cache_dir"])
-    train_or_load(cache, point["dataset"], subset, point["subset"], cfg, point["seed"],
-                  extra=point["pool_info"])
-    return training_record(cache, point["dataset"], point["n"], point["subset"], cfg,
-                           point["seed"], point["pool_info"])
+    train_or_load(Path(point["cache_dir"]), point["dataset"], subset, point["subset"],
+                  TrainConfig(**point["config"]), point["seed"], extra=point["pool_info"])
+    return {}    # the checkpoint folder is the result (the commands read it from there)
 
 
 def pretrain_networks(cache_dir: Path, jobs: Sequence[dict[str, Any]], executor: Any) -> None:
@@ -173,11 +178,9 @@ def pretrain_networks(cache_dir: Path, jobs: Sequence[dict[str, Any]], executor:
     serial one, nothing is done here (the commands then train in order, with a step bar)."""
     if executor is None or getattr(executor, "name", "serial") == "serial":
         return
-    pending = [dict(job, cache_dir=str(cache_dir), config=TrainConfig(**job["config"]).to_dict())
-               for job in jobs
-               if not (checkpoint_folder(cache_dir, job["dataset"], job["n"], job["subset"],
-                                         TrainConfig(**job["config"]), job["seed"],
-                                         job["pool_info"]) / "model.pt").exists()]
+    pending = [dict(job, cache_dir=str(cache_dir)) for job in jobs
+               if not is_trained(cache_dir, job["dataset"], job["n"], job["subset"],
+                                 TrainConfig(**job["config"]), job["seed"], job["pool_info"])]
     if len(pending) < len(jobs):
         resumed("networks (checkpoints reused)", len(jobs) - len(pending), len(jobs))
     if pending:

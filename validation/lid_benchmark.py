@@ -49,7 +49,7 @@ __all__ = ["DATASETS", "METHODS", "READOUT_DELTA_FRACTION", "dataset_sample", "r
            "run_lid_benchmark"]
 
 COMMAND = "lid-benchmark"
-RESULT_FORMAT = 1
+RESULT_FORMAT = 2
 #: read-off noise of the MAE table, in units of the mean per-direction variance of the data
 READOUT_DELTA_FRACTION = 0.01
 #: the delta grid of the curves, in the same units
@@ -104,7 +104,7 @@ def _measure(name: str, n: int, n_points: int, seed: int) -> dict[str, Any]:
     test = dataset_sample(name, n_points, seed + 10_000)      # held out: another stream
     scale = _scale(train, DATASETS[name][1])
     rows = []
-    for frac in (*DELTA_FRACTIONS, READOUT_DELTA_FRACTION):
+    for frac in sorted({*DELTA_FRACTIONS, READOUT_DELTA_FRACTION}):   # the read-off once
         delta = frac * scale
         for method in METHODS:
             est = _ESTIMATORS[method](train, 1.0, delta).fit_pw(test)

@@ -96,3 +96,8 @@ from .lid_estimators import (  # noqa: E402
 __all__ += ["ClosedFormEstimator", "FlipdEstimator", "NormalBundleEstimate",
             "NormalBundleEstimator", "SpectralGapEstimator", "closed_form_lid",
             "empirical_score_callable", "normal_bundle_dimension"]
+
+# reverse SDE and the cloning experiment of Biroli et al. 2024 (issue 12, item 5)
+from .cloning import CloningResult, cloning_experiment, log_snr_grid, reverse_sde  # noqa: E402
+
+__all__ += ["CloningResult", "cloning_experiment", "log_snr_grid", "reverse_sde"]

@@ -155,7 +155,7 @@ def test_population_curve_limits():
     assert np.all(np.diff(curve) < 0)
 
 
-def test_training_point_flipd_exact_at_two_points():
+def test_training_point_flipd_pair_term_at_two_points():
     """N = 2: FLIPD at y_1 averaged over fresh pairs equals the pair formula (Monte Carlo)."""
     model = LinearManifold(5, (2,), stds=(1.3,), basis="random", seed=1)
     rng = np.random.default_rng(4)
@@ -163,25 +163,46 @@ def test_training_point_flipd_exact_at_two_points():
         a, dl = float(VP().a(t)), float(VP().delta(t))
         vals = np.array([empirical_flipd(Y[:1], Y, a=a, delta=dl)[0]
                          for Y in (model.sample(2, rng) for _ in range(4000))])
-        theory = float(training_point_flipd(model, t, 2, VP()))
+        theory = float(training_point_flipd(model, t, 2, VP(), method="pair"))
         assert abs(vals.mean() - theory) < N_SE * vals.std() / math.sqrt(vals.size)
 
 
-def test_training_points_flipd_goes_to_zero_as_the_pair_term():
-    """N = 10: empirical FLIPD at the training points is below the pair term, approaches it
-    (ratio -> 1, correction ~ N Delta/a^2 for m = 2) as t -> 0, and both -> 0 (memorization
-    read as dimension)."""
+#: exact (r integral with the self weight, chi-square rule over y_1) against the closed pair
+#: form at N = 2: two independent routes; measured 2e-11 (the r integral's refinement 1e-8)
+EXACT_VS_PAIR_RTOL = 1e-8
+
+
+@pytest.mark.parametrize("schedule, times", [(VP(), (1e-5, 0.05, 1.0)), (VE(), (1e-3, 1.0))],
+                         ids=["VP", "VE"])
+def test_training_point_flipd_exact_equals_the_pair_form_at_two_points(schedule, times):
+    model = LinearManifold(5, (2,), stds=(1.3,), basis="random", seed=1)
+    t = np.array(times)
+    exact = training_point_flipd(model, t, 2, schedule)
+    np.testing.assert_allclose(exact, training_point_flipd(model, t, 2, schedule, method="pair"),
+                               rtol=EXACT_VS_PAIR_RTOL)
+
+
+def test_training_point_flipd_exact_against_monte_carlo_and_the_pair_bound():
+    """N = 10: the exact finite-N expectation equals Monte Carlo over training sets (the SE
+    over sets, as the points of one set are correlated), lies below the pair term (an upper
+    bound), approaches it as t -> 0, and both -> 0 (memorization read as dimension)."""
     model = LinearManifold(6, (2,), stds=1.0)
     n, reps = 10, 1500
     rng = np.random.default_rng(1)
     ratios = []
     for t in (0.3, 0.001):
         a, dl = float(VP().a(t)), float(VP().delta(t))
-        vals = np.concatenate([empirical_flipd(Y, Y, a=a, delta=dl)
-                               for Y in (model.sample(n, rng) for _ in range(reps))])
-        ratios.append(vals.mean() / float(training_point_flipd(model, t, n, VP())))
+        per_set = np.array([empirical_flipd(Y, Y, a=a, delta=dl).mean()
+                            for Y in (model.sample(n, rng) for _ in range(reps))])
+        exact = float(training_point_flipd(model, t, n, VP()))
+        pair = float(training_point_flipd(model, t, n, VP(), method="pair"))
+        assert abs(per_set.mean() - exact) < N_SE * per_set.std() / math.sqrt(reps)
+        assert exact < pair
+        ratios.append(exact / pair)
     assert ratios[0] < 0.5 and abs(ratios[-1] - 1.0) < 0.1, ratios
+    assert training_point_flipd(model, 1e-6, n, VP(), method="pair") < 1e-3
     assert training_point_flipd(model, 1e-6, n, VP()) < 1e-3
+    assert training_point_flipd(model, 0.3, 1, VP()) == 0.0
 
 
 def test_finite_n_flipd_one_training_point_closed_form():
@@ -218,7 +239,7 @@ def test_finite_n_flipd_fresh_points_limits():
     np.testing.assert_allclose(finite_n_flipd(model, 0.5, 1000, VP(), x),
                                population_flipd(model, x, 0.5, VP()), rtol=2e-3)
     fresh = finite_n_flipd(model, 0.01, 10, VP(), x)
-    train = float(training_point_flipd(model, 0.01, 10, VP()))
+    train = float(training_point_flipd(model, 0.01, 10, VP(), method="pair"))
     assert np.all(fresh > 2 * model.m) and train < 0.05 * fresh.min()
 
 

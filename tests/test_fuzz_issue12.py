@@ -1,6 +1,6 @@
-"""Fuzz the issue-12 public functions (FLIPD, mixtures, speciation) with the harness of
-`test_fuzz_api` (same property: finite results or a ValueError naming a wild argument).
-To be merged into test_fuzz_api's case tables, where these names are listed in NOT_FUZZED."""
+"""Fuzz the issue-12 public functions (FLIPD, mixtures, speciation, cloning) with the harness
+of `test_fuzz_api` (same property: finite results or a ValueError naming a wild argument);
+`test_fuzz_api.test_every_public_function_is_fuzzed` counts these cases."""
 
 from __future__ import annotations
 
@@ -47,8 +47,9 @@ CASES = {
         lambda kw, out: np.shape(out) == (4,)),
     "training_point_flipd": Case(
         theory.training_point_flipd,
-        {"model": UN, "t": TIMES, "n_train": [2, 100], "schedule": SCHEDULES},
-        lambda kw, out: np.shape(out) == np.shape(kw["t"]) and np.all(out >= 0)),
+        {"model": UN, "t": TIMES, "n_train": [2, 100], "schedule": SCHEDULES,
+         "method": ["exact", "pair"]},
+        lambda kw, out: np.shape(out) == np.shape(kw["t"]) and np.all(out >= 0), slow=True),
     "finite_n_flipd": Case(
         theory.finite_n_flipd,
         {"model": [SMALL], "t": [0.3], "n_train": [2, 50], "schedule": [VP(), VE()],
@@ -67,6 +68,27 @@ CASES = {
         theory.mixture_collapse_time,
         {"model": GM, "n_train": [10, 1000], "schedule": SCHEDULES, "n_samples": [64],
          "rng": [0]}),
+    "two_class_direction": Case(theory.two_class_direction, {"model": GM[1:]},
+                                lambda kw, out: abs(np.linalg.norm(out[0]) - 1) < 1e-12),
+    "cloning_probability": Case(
+        theory.cloning_probability, {"model": GM[1:], "t": TIMES, "schedule": SCHEDULES},
+        lambda kw, out: np.shape(out) == np.shape(kw["t"])
+        and np.all((out >= 0.5 - 1e-12) & (out <= 1 + 1e-12))),
+    "log_snr_grid": Case(
+        numerics.log_snr_grid,
+        {"schedule": SCHEDULES, "t_start": [0.9], "t_end": [0.01], "steps": [4]},
+        lambda kw, out: out.shape == (5,) and np.all(np.diff(out) < 0)),
+    "reverse_sde": Case(
+        numerics.reverse_sde,
+        {"score": [lambda x, t: -x], "schedule": SCHEDULES, "x": [_X],
+         "times": [[0.9, 0.5, 0.1]], "rng": [np.random.default_rng(0)]},
+        lambda kw, out: out.shape == _X.shape, fixed=("score", "rng")),
+    "cloning_experiment": Case(
+        numerics.cloning_experiment,
+        {"score": [lambda x, t: -x], "schedule": SCHEDULES, "start": [_X], "t_start": [0.9],
+         "t_end": [0.01], "clone_times": [[0.5, 0.1]], "label": [lambda y: y[:, 0] > 0],
+         "steps": [4], "seed": [0]},
+        lambda kw, out: np.all(out.n_same <= out.n_pairs), fixed=("score", "label")),
     "mixture_mutual_information": Case(
         theory.mixture_mutual_information,
         {"model": GM, "t": [0.1, 1.0], "schedule": SCHEDULES, "n_samples": [64], "rng": [0]}),

@@ -80,11 +80,14 @@ __all__ += ["expected_population_flipd", "finite_n_flipd", "population_flipd",
 # Gaussian mixtures and the speciation time (issue 12)
 from .mixture import GaussianMixture  # noqa: E402
 from .speciation import (  # noqa: E402
+    cloning_probability,
     largest_covariance_eigenvalue,
     mixture_collapse_time,
     mixture_mutual_information,
     speciation_time,
+    two_class_direction,
 )
 
-__all__ += ["GaussianMixture", "largest_covariance_eigenvalue", "mixture_collapse_time",
-            "mixture_mutual_information", "speciation_time"]
+__all__ += ["GaussianMixture", "cloning_probability", "largest_covariance_eigenvalue",
+            "mixture_collapse_time", "mixture_mutual_information", "speciation_time",
+            "two_class_direction"]

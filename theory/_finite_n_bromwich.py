@@ -5,6 +5,11 @@ single-point functions times ``phi^{N-1}`` (module docstring of `geomem.theory.f
 partition of unity over r into the moment series (lower r), the contour left of the pole
 (side H) and, for small N, the contour right of it (side phi); grids grown block by block and
 refined by halving.  The quadrature of each single-point function is in `_finite_n_saddle`.
+With ``self_weight`` the query is a training point: every term is damped by its own weight.
+
+The module stays one piece: the series, both contours and the self-weight damping share one
+partition of unity over r and one set of grid constants; split, each part would import the
+others' private windows and steps.
 """
 
 from __future__ import annotations
@@ -59,24 +64,49 @@ _R_LIMIT = 1e12
 #: integral is still well resolved
 _WINDOW_WIDTH = 0.4
 _WINDOW_REACH = 5.0
+#: self weight: the column e^r e^{-e^r} phi^N is split by an erfc step of width _SERIES_WIDTH at
+#: r_lo + _SELF_CUT_OFFSET (6 widths above the grid start, where N (1 - phi) < e^{-40}); below
+#: the step phi^N = 1 and the integral is done analytically-exact on a fine grid
+#: (`_self_below`), above it the step rises smoothly from 0 so the grids' trapezoid is exact
+_SELF_CUT_OFFSET = 6.0 * 0.3
+#: fine trapezoid for the below-step part: spacing and reach (integrand ~ e^{-40} beyond)
+_SELF_FINE_STEP = 0.02
+_SELF_FINE_REACH = 42.0
+#: with a self weight every column carries e^{-e^r}, which is 0 in float64 above r = 7
+_SELF_DEAD_R = 7.0
+#: r range of the fine contour zone with a self weight (e^r e^{-e^r} < e^{-40} outside)
+_SELF_ZONE = (-40.0, 5.0)
 #: an ell grid extension stops when the last nodes contribute below this relative amount
 _TAIL_RTOL = 1e-15
 
 
-def _weighted_sums(n, n_tangent, dr, log_phi, ag2, ag_q, ag2_q, ag_l):
-    """Integrand of the r integral times the node weight ``dr`` (P, J, 1 + 3K):
+def _weighted_sums(n, n_tangent, dr, log_phi, ag2, ag_q, ag2_q, ag_l, r, self_cut):
+    """Integrand of the r integral times the node weight ``dr`` (P, J, 1 + 3K [+ 1]):
     [N AG2 phi^{N-1}, N AGq phi^{N-1} (K), N AG2q phi^{N-1} + N(N-1) AGl^2 phi^{N-2} (K),
-    N AGl phi^{N-1} (K)] — the last block is ``E[xhat_k . P_k ybar]`` (used by FLIPD)."""
+    N AGl phi^{N-1} (K)] — the last block is ``E[xhat_k . P_k ybar]`` (used by FLIPD).
+
+    ``self_cut``: the query is itself a training point of weight ``e^0 = 1`` besides the N
+    others, ``1/(1 + Z) = int e^r e^{-e^r (1 + Z)} dr``: every term carries ``e^{-e^r}`` and a
+    last column ``e^r e^{-e^r} phi^N`` gives ``E[w_self] = E[1/(1 + Z)]``.
+    """
     base = n * dr
     pw1 = np.exp((n - 1.0) * log_phi)
     pw2 = np.exp(max(n - 2.0, 0.0) * log_phi)
-    terms = np.empty(log_phi.shape + (1 + 3 * n_tangent,))
+    if self_cut is not None:
+        # e^{-e^r}: exactly 1 below r ~ -37 and 0 above r ~ 6.6 in float64
+        rc = np.minimum(r, _SELF_DEAD_R)
+        log_damp = -np.exp(rc)
+        base = base * np.exp(log_damp)
+    terms = np.empty(log_phi.shape + (1 + 3 * n_tangent + int(self_cut is not None),))
     terms[..., 0] = base * ag2 * pw1
     terms[..., 1:1 + n_tangent] = (base * pw1)[..., None] * ag_q
     terms[..., 1 + n_tangent:1 + 2 * n_tangent] = ((base * pw1)[..., None] * ag2_q
                                                    + ((n - 1.0) * base * pw2)[..., None]
                                                    * ag_l**2)
-    terms[..., 1 + 2 * n_tangent:] = (base * pw1)[..., None] * ag_l
+    terms[..., 1 + 2 * n_tangent:1 + 3 * n_tangent] = (base * pw1)[..., None] * ag_l
+    if self_cut is not None:
+        rise = 0.5 * special.erfc(-(r - self_cut) / _SERIES_WIDTH)     # 1 - the step
+        terms[..., -1] = dr * np.exp(rc + log_damp + n * log_phi) * rise
     return terms
 
 
@@ -86,7 +116,7 @@ def _log_first_moment(b, m, lam):
     return np.sum(-0.5 * m * np.log(q) - b * lam / q, axis=-1)
 
 
-def _series_terms(b, m, lam, s, n, n_tangent, r, step):
+def _series_terms(b, m, lam, s, n, n_tangent, r, step, self_cut=None):
     """Integrand at nodes r (P, J) from the moment series (exact where it converges; no contour).
 
     With ``s = e^r`` and ``u = e^{-E}``: ``phi = sum_k (-s)^k M_k / k!``,
@@ -103,7 +133,9 @@ def _series_terms(b, m, lam, s, n, n_tangent, r, step):
     log_moment = np.sum(-0.5 * m * np.log(q) - k[:, None] * b * lam_ / q, axis=-1)  # (P, k)
     bk, mk, sk, qk = b[:n_tangent], m[:n_tangent], s[:n_tangent], q[:, :n_tangent]
     lamk = lam_[..., :n_tangent]
-    rho_sq = sk**2 * (mk / qk + 4.0 * (k[:, None] * bk) ** 2 * lamk / qk**2)  # (P, k, K)
+    # with a self weight, |P_k (y - x)|^2 instead of |P_k y|^2 (see `line_integrals_numpy`)
+    offset = 1.0 if self_cut is not None else 4.0 * (k[:, None] * bk) ** 2
+    rho_sq = sk**2 * (mk / qk + offset * lamk / qk**2)  # (P, k, K)
     rho_lin = 2.0 * k[:, None] * bk * sk * np.sqrt(lamk) / qk
     log_fact = special.gammaln(k)  # ln (k-1)!
     sign = (-1.0) ** (k - 1.0)
@@ -128,11 +160,12 @@ def _series_terms(b, m, lam, s, n, n_tangent, r, step):
     with np.errstate(invalid="ignore"):
         valid = (cancel < _SERIES_MAX_CANCEL) & converged & (q_tail < 1.0)
     with np.errstate(over="ignore", invalid="ignore"):  # untrusted nodes are masked later
-        terms = _weighted_sums(n, n_tangent, step, log_phi, ag2, ag_q, ag2_q, ag_l)
+        terms = _weighted_sums(n, n_tangent, step, log_phi, ag2, ag_q, ag2_q, ag_l, r,
+                               self_cut)
     return log_phi, terms, valid
 
 
-def _contour_terms(side, b, m, lam, s, n, n_tangent, v, steps):
+def _contour_terms(side, b, m, lam, s, n, n_tangent, v, steps, self_cut=None):
     """Integrand at contour nodes of unit spacing in the grid variable v of ``steps`` (P, J);
     the trapezoid weight is ``dr = 1 / (dv/dr)``.
     Returns r (P, J), ``ln phi(r)`` (P, J) and the terms (P, J, 1 + 3K).
@@ -141,14 +174,15 @@ def _contour_terms(side, b, m, lam, s, n, n_tangent, v, steps):
     xi = solve_xi(side, b, m, lam3, v=v, steps=steps)
     c, q, _, r, k2 = saddle(xi, side, b, m, lam3)
     dr = 1.0 / steps.density(c, r)
-    log_scale, fn = contour_line_integrals(side, c, q, r, k2, b, m, lam, s, n_tangent, tau_step(n))
+    log_scale, fn = contour_line_integrals(side, c, q, r, k2, b, m, lam, s, n_tangent, tau_step(n),
+                                           centred=self_cut is not None)
     scale = np.exp(log_scale)
     main = fn["main"] * scale
     phi = 1.0 - main if side == "H" else main
     log_phi = np.log(np.clip(phi, 1e-300, 1.0))
     sc = scale[..., None]
     terms = _weighted_sums(n, n_tangent, dr, log_phi, fn["AG2"] * scale, fn["AGq"] * sc,
-                           fn["AG2q"] * sc, fn["AGl"] * sc)
+                           fn["AG2q"] * sc, fn["AGl"] * sc, r, self_cut)
     return r, log_phi, terms
 
 
@@ -181,8 +215,14 @@ def bromwich(b, m, lam, s, n_train, n_tangent):
     return bromwich_with_mean_projection(b, m, lam, s, n_train, n_tangent)[:3]
 
 
-def bromwich_with_mean_projection(b, m, lam, s, n_train, n_tangent):
+def bromwich_with_mean_projection(b, m, lam, s, n_train, n_tangent, *, self_weight=False):
     """As `bromwich`, plus ``E[xhat_k . P_k ybar]`` (P, K) (the same r integral of A_G[xhat . P y]).
+
+    ``self_weight=True``: the query x is a training point itself, with ``n_train`` others; the
+    weights are normalised by ``1 + Z`` (see `_weighted_sums`) and the outputs are
+    ``E[sum' w^2]``, ``E[sum' w |P_k (y - x)|^2]`` (P, K) (centred on the query, so FLIPD at
+    training points comes without cancellation), two unused (P, K) blocks, and ``E[w_self]``
+    (P,); sums over the others.
 
     The r integral is split by a partition of unity into (i) the moment series where it is
     trustworthy (the lower r range), (ii) the contour left of the pole (side H) above, and
@@ -193,7 +233,7 @@ def bromwich_with_mean_projection(b, m, lam, s, n_train, n_tangent):
     """
     n = float(n_train)
     P = lam.shape[0]
-    width_f = 1 + 3 * n_tangent
+    width_f = 1 + 3 * n_tangent + int(self_weight)
     mean_e = np.sum(b * (m + lam), axis=-1)
     sd_e = np.sqrt(np.sum(2.0 * b**2 * (m + 2.0 * lam), axis=-1))
     width = _WINDOW_WIDTH * np.maximum(1.0, sd_e)
@@ -205,8 +245,11 @@ def bromwich_with_mean_projection(b, m, lam, s, n_train, n_tangent):
     log_m1 = _log_first_moment(b, m, lam)
     r_lo = -math.log(n) - _ELL_BELOW - log_m1
     n_nodes = int(math.ceil((math.log(n) + _ELL_BELOW + _SERIES_HEADROOM) / _SERIES_STEP)) + 1
+    # the self column's e^r e^{-e^r} below the grid: analytic where phi^N = 1 (see _self_below)
+    self_cut = r_lo + _SELF_CUT_OFFSET if self_weight else None
     rs = r_lo[:, None] + _SERIES_STEP * np.arange(n_nodes)
-    log_phi, terms, valid = _series_terms(b, m, lam, s, n, n_tangent, rs, _SERIES_STEP)
+    log_phi, terms, valid = _series_terms(b, m, lam, s, n, n_tangent, rs, _SERIES_STEP,
+                                          None if self_cut is None else self_cut[:, None])
     n_valid = np.where(valid.all(axis=1), n_nodes, valid.argmin(axis=1))  # leading valid run
     r_split = r_lo + _SERIES_STEP * (n_valid - 1) - _WINDOW_REACH * _SERIES_WIDTH
     keep = np.arange(n_nodes) < n_valid[:, None]
@@ -218,14 +261,31 @@ def bromwich_with_mean_projection(b, m, lam, s, n_train, n_tangent):
     contour_lo = r_split - _WINDOW_REACH * _SERIES_WIDTH
     for p in np.flatnonzero(dead_at > contour_lo):
         args = (b, m, lam[p:p + 1], s, n, n_tangent)
+        cut = None if self_cut is None else self_cut[p]
         lower, upper_needed = _lower_contour(*args, r_split[p], contour_lo[p], mean_e[p],
-                                             width[p])
+                                             width[p], cut)
         totals[p] += lower
         if upper_needed:
             totals[p] += _upper_contour(*args, r_split[p], contour_lo[p], mean_e[p], width[p],
-                                        totals[p])
-    return (totals[:, 0], totals[:, 1:1 + n_tangent], totals[:, 1 + n_tangent:1 + 2 * n_tangent],
-            totals[:, 1 + 2 * n_tangent:])
+                                        totals[p], cut)
+    if self_cut is not None:
+        totals[:, -1] += _self_below(self_cut)
+    out = (totals[:, 0], totals[:, 1:1 + n_tangent], totals[:, 1 + n_tangent:1 + 2 * n_tangent],
+           totals[:, 1 + 2 * n_tangent:1 + 3 * n_tangent])
+    return (*out, totals[:, -1]) if self_weight else out
+
+
+def _self_below(self_cut):
+    """``int e^r e^{-e^r} (1 - rise(r)) dr`` (P,): the self column below its step, where
+    ``phi^N = 1`` to e^{-40}; trapezoid on a fine grid (the integrand is entire and vanishes
+    at both ends, so the error is spectrally small)."""
+    # e^r e^{-e^r} lives on r in [-40, 4]; centre the grid on the step or on that, whichever
+    # is lower (a step above r = 4 leaves the whole integral, 1, below it)
+    span = np.arange(-_SELF_FINE_REACH, 20.0 * _SERIES_WIDTH, _SELF_FINE_STEP)
+    r = np.minimum(self_cut, 4.0)[:, None] + span
+    step = 0.5 * special.erfc((r - self_cut[:, None]) / _SERIES_WIDTH)
+    rr = np.minimum(r, 700.0)
+    return _SELF_FINE_STEP * np.sum(np.exp(rr - np.exp(rr)) * step, axis=1)
 
 
 def _check_range(r, start):
@@ -242,20 +302,26 @@ def _alive(n, log_phi):
     return ~dead
 
 
-def _grid_spec(side, h_ell, r_split, contour_lo, width):
+def _grid_spec(side, h_ell, r_split, contour_lo, width, self_cut=None):
     """Grid of one contour: fine in r across the series hand-over window, and everywhere at
-    most ``_R_STEP max(1, sd E)`` (= ``width / 2``) apart in r."""
+    most ``_R_STEP max(1, sd E)`` (= ``width / 2``) apart in r. With a self weight also fine
+    (_R_STEP) over _SELF_ZONE, where ``e^r e^{-e^r}`` and the damping ``e^{-e^r}`` vary on the
+    scale 1 of r."""
     zones = [(contour_lo, r_split + _WINDOW_REACH * _SERIES_WIDTH, _SERIES_WIDTH)]
+    if self_cut is not None:
+        zones.append((*_SELF_ZONE, _SERIES_WIDTH))
     return GridSpec(side, h_ell, _R_STEP, zones, width / _WINDOW_WIDTH)
 
 
-def _contour_nodes(side, b, m, lam, s, n, n_tangent, spec, v):
+def _contour_nodes(side, b, m, lam, s, n, n_tangent, spec, v, self_cut):
     """r (J,), alive-masked terms (J, F) at grid values v (J,) for one point lam (1, G)."""
-    r, log_phi, terms = _contour_terms(side, b, m, lam, s, n, n_tangent, v[None, :], spec)
+    r, log_phi, terms = _contour_terms(side, b, m, lam, s, n, n_tangent, v[None, :], spec,
+                                       self_cut)
     return r[0], log_phi[0], terms[0]
 
 
-def _refine(side, b, m, lam, s, n, n_tangent, spec, v, r, terms, r_dead, weight, reference):
+def _refine(side, b, m, lam, s, n, n_tangent, spec, v, r, terms, r_dead, weight, reference,
+            self_cut):
     """Trapezoid sum over the unit-spaced grid v, halved until it is converged.
 
     terms (J, F) are the (unweighted) integrand times dr at v; ``weight(r)`` the windows.
@@ -270,7 +336,8 @@ def _refine(side, b, m, lam, s, n, n_tangent, spec, v, r, terms, r_dead, weight,
     total = weighted(r, terms)
     for _ in range(_MAX_REFINE):
         mid = v + 0.5 * h
-        r_mid, _, t_mid = _contour_nodes(side, b, m, lam, s, n, n_tangent, spec, mid)
+        r_mid, _, t_mid = _contour_nodes(side, b, m, lam, s, n, n_tangent, spec, mid,
+                                         self_cut)
         new_total = 0.5 * (total + h * weighted(r_mid, t_mid))
         v = np.sort(np.concatenate([v, mid]))
         h *= 0.5
@@ -281,7 +348,8 @@ def _refine(side, b, m, lam, s, n, n_tangent, spec, v, r, terms, r_dead, weight,
     return total
 
 
-def _grow(side, b, m, lam, s, n, n_tangent, spec, v_start, weight, reference, stop):
+def _grow(side, b, m, lam, s, n, n_tangent, spec, v_start, weight, reference, stop,
+          self_cut):
     """Extend a contour grid block by block from ``v_start`` (one point lam (1, G)).
 
     Stops where ``phi^{N-1}`` dies (nothing beyond contributes), or where
@@ -290,11 +358,12 @@ def _grow(side, b, m, lam, s, n, n_tangent, spec, v_start, weight, reference, st
     (J, F) (unweighted) and the r of death (inf if alive throughout).
     """
     v_blocks, r_blocks, t_blocks = [], [], []
-    sums = np.zeros(1 + 3 * n_tangent)
+    sums = np.zeros(1 + 3 * n_tangent + int(self_cut is not None))
     start = 0
     while True:
         v = v_start + np.arange(start, start + _ELL_BLOCK, dtype=float)
-        r, log_phi, terms = _contour_nodes(side, b, m, lam, s, n, n_tangent, spec, v)
+        r, log_phi, terms = _contour_nodes(side, b, m, lam, s, n, n_tangent, spec, v,
+                                           self_cut)
         _check_range(r, start)
         alive = _alive(n, log_phi[None, :])[0]
         v_blocks.append(v)
@@ -312,7 +381,8 @@ def _grow(side, b, m, lam, s, n, n_tangent, spec, v_start, weight, reference, st
             return (*joined, math.inf)
 
 
-def _lower_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, width):
+def _lower_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, width,
+                   self_cut):
     """Side-H contour for one point (lam (1, G)) from the series hand-over upwards.
 
     The grid runs (:func:`_grow`) until ``phi^{N-1}`` dies, the nodes become negligible or r
@@ -321,7 +391,7 @@ def _lower_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, widt
     when ``phi^{N-1}`` dies below the mean energy the lower contour (accurate up to the mean
     and beyond) covers everything; otherwise it is blended with the upper contour there.
     """
-    spec = _grid_spec("H", _ELL_STEP_H, r_split, contour_lo, width)
+    spec = _grid_spec("H", _ELL_STEP_H, r_split, contour_lo, width, self_cut)
     v_start, ell_lo = _grid_start("H", b, m, lam, spec, r=contour_lo)
     if ell_lo < -math.log(n) - _ELL_BELOW:  # start where N P(E < r) ~ e^{-42} instead
         v_start, _ = _grid_start("H", b, m, lam, spec, ell=-math.log(n) - _ELL_BELOW)
@@ -331,7 +401,7 @@ def _lower_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, widt
 
     reach = mean_e + _WINDOW_REACH * width
     v, r, terms, r_dead = _grow("H", b, m, lam, s, n, n_tangent, spec, v_start, series_share,
-                                0.0, lambda r_last, small: small or r_last > reach)
+                                0.0, lambda r_last, small: small or r_last > reach, self_cut)
     need_upper = r_dead > mean_e
 
     def weight(r_nodes):
@@ -341,16 +411,20 @@ def _lower_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, widt
         return w
 
     return _refine("H", b, m, lam, s, n, n_tangent, spec, v, r, terms, r_dead, weight,
-                   0.0), need_upper
+                   0.0, self_cut), need_upper
 
 
-def _upper_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, width, reference):
+def _upper_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, width, reference,
+                   self_cut):
     """Side-phi contour for one point from ``max(mean - reach w, hand-over)`` upwards, window
     ``erfc(-(r - mean)/w)/2``; ell (~ ln phi) descends in steps of at most min(_ELL_STEP_PHI,
     _PHI_STEP_N / N) so that ``phi^{N-1} ~ e^{(N-1) ell}`` is resolved for every N; grown
     past the mean until negligible (:func:`_grow`), then refined (:func:`_refine`)."""
     r_start = max(mean_e - _WINDOW_REACH * width, contour_lo)
-    spec = _grid_spec("phi", min(_ELL_STEP_PHI, _PHI_STEP_N / n), r_split, contour_lo, width)
+    if self_cut is not None and r_start > _SELF_DEAD_R:    # all damped to 0 there
+        return np.zeros(2 + 3 * n_tangent)
+    spec = _grid_spec("phi", min(_ELL_STEP_PHI, _PHI_STEP_N / n), r_split, contour_lo, width,
+                      self_cut)
     v_start, _ = _grid_start("phi", b, m, lam, spec, r=r_start)
 
     def weight(r_nodes):
@@ -358,8 +432,9 @@ def _upper_contour(b, m, lam, s, n, n_tangent, r_split, contour_lo, mean_e, widt
                 * 0.5 * special.erfc(-(r_nodes - mean_e) / width))
 
     v, r, terms, r_dead = _grow("phi", b, m, lam, s, n, n_tangent, spec, v_start, weight,
-                                reference, lambda r_last, small: small and r_last > mean_e)
+                                reference, lambda r_last, small: small and r_last > mean_e,
+                                self_cut)
     return _refine("phi", b, m, lam, s, n, n_tangent, spec, v, r, terms, r_dead, weight,
-                   reference)
+                   reference, self_cut)
 
 

@@ -158,23 +158,27 @@ def tau_step(n: float) -> float:
     return _TAU_STEP_SMALL_N if n <= _SMALL_N_TAU else _TAU_STEP
 
 
-def contour_line_integrals(side, c, q_real, r, k2, b, m, lam, s, n_tangent, tau_step=_TAU_STEP):
+def contour_line_integrals(side, c, q_real, r, k2, b, m, lam, s, n_tangent, tau_step=_TAU_STEP,
+                           centred=False):
     """Single-point functions at (c, r) by the numba kernel (see :func:`line_integrals_numpy`
     for the definition and shapes; each node gets its own tau grid there)."""
     f64 = np.ascontiguousarray
     out = line_integrals(-1.0 if side == "H" else 1.0, f64(c, float), f64(q_real, float),
                          f64(r, float), f64(k2, float), f64(b, float), f64(m, float),
-                         f64(lam, float), f64(s, float), int(n_tangent), tau_step, _OMEGA_MAX)
+                         f64(lam, float), f64(s, float), int(n_tangent), tau_step, _OMEGA_MAX,
+                         bool(centred))
     return out[0], dict(zip(("main", "AG2", "AGq", "AG2q", "AGl"), out[1:], strict=True))
 
 
 def line_integrals_numpy(side, c, q_real, r, k2, b, m, lam, s, n_tangent,
-                          tau_step=_TAU_STEP):
+                          tau_step=_TAU_STEP, centred=False):
     """Single-point functions at (c, r), shapes (P, J); b, m, s (G,), lam (P, G).
 
     Returns ``log_scale`` (P, J) and, in units of ``e^{log_scale}``: "main" (Q = A_H[1] on side
     H, phi on side phi), "AG2" = A_G2[1], and (P, J, K) "AGq" = A_G[|P_k y|^2],
-    "AG2q" = A_G2[|P_k y|^2], "AGl" = A_G[xhat_k . P_k y].
+    "AG2q" = A_G2[|P_k y|^2], "AGl" = A_G[xhat_k . P_k y]; ``centred``: "AGq" and "AG2q" with
+    ``|P_k (y - x)|^2`` (the tilted mean of P_k y is ``-2 z b x / q``, so ``|P_k x|^2`` enters
+    over ``q^2`` instead of ``4 z^2 b^2 / q^2``).
     """
     sigma = 1.0 / np.sqrt(k2)
     tau_max = np.arcsinh(_OMEGA_MAX / sigma)
@@ -200,7 +204,8 @@ def line_integrals_numpy(side, c, q_real, r, k2, b, m, lam, s, n_tangent,
     qk = q[..., :n_tangent]
     bk, mk, sk = b[:n_tangent], m[:n_tangent], s[:n_tangent]
     lamk = lam_b[..., :n_tangent]
-    rho_sq = sk**2 * (mk / qk + 4.0 * (z[..., None] * bk) ** 2 * lamk / qk**2)
+    offset = 1.0 if centred else 4.0 * (z[..., None] * bk) ** 2
+    rho_sq = sk**2 * (mk / qk + offset * lamk / qk**2)
     rho_lin = -2.0 * z[..., None] * bk * sk * np.sqrt(lamk) / qk
     sign = -1.0 if side == "H" else 1.0
     out = {

@@ -43,10 +43,15 @@ def _loggamma(z):
 
 
 @njit(cache=True)
-def line_integrals(sign, c, q_real, r, k2, b, m, lam, s, n_tangent, tau_step, omega_max):
+def line_integrals(sign, c, q_real, r, k2, b, m, lam, s, n_tangent, tau_step, omega_max,
+                   centred):
     """Single-point functions at saddle nodes: c, r, k2 (P, J); q_real (P, J, G); b, m, s (G,);
     lam (P, G). Returns log_scale (P, J), main (P, J), ag2 (P, J), agq, ag2q, agl (P, J, K) in
-    units of e^{log_scale} (see ``finite_n._line_integrals_numpy``)."""
+    units of e^{log_scale} (see ``_finite_n_saddle.line_integrals_numpy``). ``centred``: agq
+    and ag2q weight by ``|P_k (y - x)|^2`` instead of ``|P_k y|^2``."""
+    # the tilted law of P_k y has mean -2 z b x / q and variance s^2 / q per direction, so
+    # E|P_k y|^2 carries 4 z^2 b^2 |x|^2 / q^2 and E|P_k (y - x)|^2 carries |x|^2 / q^2
+    mean_coef = 1.0 if centred else 0.0
     P, J = c.shape
     G = b.shape[0]
     log_scale = np.empty((P, J))
@@ -88,7 +93,8 @@ def line_integrals(sign, c, q_real, r, k2, b, m, lam, s, n_tangent, tau_step, om
                 for k in range(n_tangent):
                     qk = q_real[p, j, k] - 2j * omega * b[k]
                     zb = z * b[k]
-                    rho_sq = s[k] ** 2 * (m[k] / qk + 4.0 * zb * zb * lam[p, k] / (qk * qk))
+                    offset = mean_coef + (1.0 - mean_coef) * 4.0 * zb * zb
+                    rho_sq = s[k] ** 2 * (m[k] / qk + offset * lam[p, k] / (qk * qk))
                     rho_lin = -2.0 * zb * s[k] * sqrt_lam[p, k] / qk
                     agq[p, j, k] += (zf * rho_sq).real
                     ag2q[p, j, k] += (z2f * rho_sq).real

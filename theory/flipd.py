@@ -22,6 +22,13 @@ The alternating series is a moment sequence of the positive measure ``E dP`` in 
 by the Cohen-Villegas-Zagier acceleration (error ``~ 5.8^{-n}``).  FLIPD -> 0 like
 ``N (Delta/a^2)^{m/2}``: memorization read as dimension.
 
+Exact at training points for every N (``training_point_flipd(method="exact")``): given
+``x = y_1`` the other N - 1 points are i.i.d., and ``1/(1 + Z) = int e^r e^{-e^r (1 + Z)} dr``
+turns the self weight into an extra factor ``e^{-e^r}`` in the r integral of the finite-N
+theory; the single-point function is weighted by ``|P_g (y - x)|^2`` (tilted mean
+``-2 z b x / q``, so ``|P_g x|^2`` enters over ``q^2``), which avoids the cancellation of
+expanding ``|x - y|^2`` when the neighbours are close.  y_1 ~ data by the chi-square rule.
+
 Finite N at fresh clean points (exact; ``finite_n_flipd``): with ``FLIPD = (a^2/Delta) sum_mu
 w_mu |x - y_mu|^2`` and the exact finite-N expectations over training sets (theory/finite_n.py),
 
@@ -40,13 +47,17 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_finite_array, check_int
+from ._checks import check_choice, check_finite_array, check_int
 from ._finite_n_bromwich import bromwich_with_mean_projection
 from ._quadrature import chi2_product_rule
 from .finite_n import _check_model, _fresh_node_count, _groups
 from .manifold import LinearManifold
 from .schedules import Schedule, get_schedule
 
+#: chi-square nodes per group for the training point y_1 (within a product budget): 6 leave
+#: 1e-5 relative at N = 2 (against the closed pair form), 12 leave 2e-11 (VP, VE, t = 1e-5-1)
+_TRAINING_NODES = 12
+_TRAINING_BUDGET = 144
 #: terms of the Cohen-Villegas-Zagier sum: error ~ 5.8^{-40} ~ 1e-30, far below float64
 _CVZ_TERMS = 40
 
@@ -118,19 +129,52 @@ def _cvz_alternating(moments: np.ndarray) -> np.ndarray:
 
 
 def training_point_flipd(model: LinearManifold, t: Any, n_train: int,
-                         schedule: Schedule | str) -> np.ndarray:
-    """E FLIPD of the empirical score at its own training points, pair term; shape t.shape.
+                         schedule: Schedule | str, *, method: str = "exact",
+                         n_nodes: int | None = None) -> np.ndarray:
+    """E FLIPD of the empirical score at its own training points; shape t.shape, dimensionless.
 
-    ``2 (N-1) E[E / (1 + e^E)]`` (module docstring): exact for N = 2, an upper bound for every
-    N, and the exact small-t asymptote (relative error ~ N (Delta/a^2)^{m/2}).  Dimensionless.
+    method "exact": the exact finite-N expectation over training sets (module docstring), one
+    r integral per training-point quadrature node (``n_nodes`` per energy group, default 12
+    within a product budget of 144); about 3 s per time and group node row (one group),
+    30 s with two groups.
+    method "pair": the pair term ``2 (N-1) E[E / (1 + e^E)]``, closed form and vectorised:
+    exact for N = 2, an upper bound for every N, and the exact small-t asymptote (relative
+    error ~ N (Delta/a^2)^{m/2}).
     """
+    check_choice("method", method, ("exact", "pair"))
     n_train = check_int("n_train", n_train, minimum=1)
     u, _, _ = _snr_per_direction(model, t, schedule)
-    k = np.arange(1, _CVZ_TERMS + 1, dtype=float)
-    uk = u[..., None, :] * k[:, None]                               # (..., n, d)
-    log_lambda = -0.5 * np.sum(np.log1p(2.0 * uk), axis=-1)
-    moments = np.exp(log_lambda) * np.sum(u[..., None, :] / (1.0 + 2.0 * uk), axis=-1)
-    return 2.0 * (n_train - 1) * _cvz_alternating(moments)
+    if method == "pair":
+        k = np.arange(1, _CVZ_TERMS + 1, dtype=float)
+        uk = u[..., None, :] * k[:, None]                               # (..., n, d)
+        log_lambda = -0.5 * np.sum(np.log1p(2.0 * uk), axis=-1)
+        moments = np.exp(log_lambda) * np.sum(u[..., None, :] / (1.0 + 2.0 * uk), axis=-1)
+        return 2.0 * (n_train - 1) * _cvz_alternating(moments)
+    model = _check_model(model)
+    schedule = get_schedule(schedule)
+    times = np.asarray(t, dtype=float)
+    flat = [_exact_training_point_flipd(model, float(ti), n_train, schedule, n_nodes)
+            for ti in times.reshape(-1)]
+    return np.asarray(flat).reshape(times.shape)
+
+
+def _exact_training_point_flipd(model: LinearManifold, t: float, n_train: int,
+                                schedule: Schedule, n_nodes: int | None) -> float:
+    """``(a^2/Delta) E[sum_{mu >= 2} w_mu |y_1 - y_mu|^2]``, w normalised by ``1 + Z`` (the
+    query's own weight is e^0 = 1): the r integral with the self weight, centred on the query
+    (`bromwich_with_mean_projection(..., self_weight=True)`), averaged over y_1 ~ data."""
+    if n_train == 1:                       # the query is the only point: s = 0 there
+        return 0.0
+    a, delta = float(schedule.a(t)), float(schedule.delta(t))
+    stds, dims, _ = _groups(model)
+    if n_nodes is None:        # the y_1 average is smooth but needs more nodes than fresh x
+        n_nodes = min(_TRAINING_NODES, int(math.floor(_TRAINING_BUDGET ** (1 / stds.size)
+                                                      + 1e-9)))
+    lam, weights = chi2_product_rule(dims, _fresh_node_count(stds.size, n_nodes))
+    b = a**2 * stds**2 / (2.0 * delta)
+    out = bromwich_with_mean_projection(b, dims, lam, stds, n_train - 1, stds.size,
+                                        self_weight=True)
+    return float((a**2 / delta) * (weights @ np.sum(out[1], axis=-1)))
 
 
 def finite_n_flipd(model: LinearManifold, t: float, n_train: int, schedule: Schedule | str,

@@ -29,16 +29,21 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import optimize
+from scipy import optimize, special
 
 from ._checks import as_generator, check_choice, check_int, check_n_train
 from .manifold import LinearManifold
 from .mixture import GaussianMixture
 from .schedules import VP, Schedule, get_schedule
 
-__all__ = ["largest_covariance_eigenvalue", "mixture_collapse_time", "mixture_mutual_information",
-           "speciation_time"]
+__all__ = ["cloning_probability", "largest_covariance_eigenvalue", "mixture_collapse_time",
+           "mixture_mutual_information", "speciation_time", "two_class_direction"]
 
+#: Gauss-Hermite nodes of the cloning probability's Gaussian average (the integrand is a
+#: polynomial in normal cdfs, entire: 80 nodes are exact to float64 for q up to ~1e4)
+_HERMITE_NODES = 80
+#: relative tolerance of the two-class symmetry checks (means, weights, covariances)
+_SYMMETRY_RTOL = 1e-9
 #: bracket of the ln-SNR root search (SNR from e^-60 to e^60); beyond, I(t) is ~0 or saturated
 _LOG_SNR_RANGE = 60.0
 
@@ -161,3 +166,75 @@ def mixture_collapse_time(model: GaussianMixture, n_train: Any, schedule: Schedu
         raise ValueError(f"n_train = {n_train}: t_C lies outside the time domain of "
                          f"{schedule!r}") from exc
     return t
+
+
+def two_class_direction(model: GaussianMixture) -> tuple[np.ndarray, float, float]:
+    """Unit vector e, mean norm mu and component std sigma of a symmetric two-class mixture.
+
+    The model must have k = 2 equal weights, means ``±mu e`` and the same isotropic covariance
+    ``sigma^2 I`` (`GaussianMixture.symmetric`); ValueError naming ``model`` otherwise.
+    """
+    if not isinstance(model, GaussianMixture):
+        raise ValueError(f"model must be a GaussianMixture, got {type(model).__name__}")
+    if model.k != 2:
+        raise ValueError(f"model must have k = 2 components for the two-class cloning "
+                         f"probability, got k = {model.k}")
+    m0, m1 = model.means
+    mu = float(np.linalg.norm(m0 - m1)) / 2.0
+    var = float(model.covariances[0, 0, 0])
+    scale = max(float(np.max(np.abs(model.means))), var, 1e-300)
+    symmetric = (mu > 0 and np.allclose(m0, -m1, rtol=0, atol=_SYMMETRY_RTOL * scale)
+                 and abs(model.weights[0] - 0.5) < _SYMMETRY_RTOL
+                 and np.allclose(model.covariances, var * np.eye(model.d), rtol=0,
+                                 atol=_SYMMETRY_RTOL * scale))
+    if not symmetric or var <= 0:
+        raise ValueError("model must be a symmetric two-class mixture (means +-m, equal "
+                         "weights, one isotropic covariance sigma^2 I > 0), as built by "
+                         "GaussianMixture.symmetric")
+    return m0 / mu, mu, math.sqrt(var)
+
+
+def cloning_probability(model: GaussianMixture, t: Any, schedule: Schedule | str) -> np.ndarray:
+    """Probability that two reverse trajectories cloned at time t end in the same class.
+
+    Two-class symmetric mixture (`two_class_direction`); the class of a sample is the side of
+    the hyperplane between the means, ``sign(y . e)``. The exact reverse dynamics from a state
+    x_t ends in a draw of the posterior ``p(y | x_t)``, so two clones end on the same side with
+    probability ``p_+^2 + p_-^2``, ``p_+ = P(y . e > 0 | x_t)``; averaged over ``x_t ~ p_t``:
+
+        phi(t) = E_{x_t}[ p_+(x_t)^2 + (1 - p_+(x_t))^2 ].
+
+    Only the projection ``x = x_t . e`` matters: with ``V = a^2 sigma^2 + Delta``, component c
+    (mean ``±mu``) has responsibility ``r_± = sigmoid(±2 a mu x / V)`` and posterior
+    ``y . e | x, c ~ N(±mu + (a sigma^2 / V)(x ∓ a mu), sigma^2 Delta / V)``; ``x`` is averaged
+    over each component's ``N(±a mu, V)`` by Gauss-Hermite. phi falls from 1 (t -> 0: the
+    posterior is a point) to 1/2 (t -> inf: the posterior is the prior, and the classes are
+    equally likely). Returns phi with t's shape (dimensionless).
+    """
+    _, mu, sigma = two_class_direction(model)
+    schedule = get_schedule(schedule)
+    t_arr = schedule.check_time(t)
+    a = np.asarray(schedule.a(t_arr), dtype=float)[..., None]
+    delta = np.asarray(schedule.delta(t_arr), dtype=float)[..., None]
+    nodes, weights = np.polynomial.hermite_e.hermegauss(_HERMITE_NODES)
+    weights = weights / weights.sum()
+    var = a**2 * sigma**2 + delta
+    post_sd = sigma * np.sqrt(delta / var)
+    total = np.zeros(t_arr.shape)
+    for sign in (1.0, -1.0):                     # the component x_t was drawn from
+        x = sign * a * mu + np.sqrt(var) * nodes                       # (..., n)
+        r_plus = special.expit(2.0 * a * mu * x / var)
+        p_plus = (r_plus * _norm_cdf(_post_mean(mu, a, sigma, var, x, 1.0) / post_sd)
+                  + (1.0 - r_plus) * _norm_cdf(_post_mean(mu, a, sigma, var, x, -1.0) / post_sd))
+        total += 0.5 * np.sum(weights * (p_plus**2 + (1.0 - p_plus) ** 2), axis=-1)
+    return total
+
+
+def _post_mean(mu, a, sigma, var, x, sign):
+    """Posterior mean of ``y . e`` given ``x_t . e = x`` in the component of mean ``sign mu``."""
+    return sign * mu + a * sigma**2 / var * (x - sign * a * mu)
+
+
+def _norm_cdf(z):
+    return 0.5 * special.erfc(-z / math.sqrt(2.0))
+

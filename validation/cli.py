@@ -48,6 +48,7 @@ COMMAND_MODULES = [
     "memorization",
     "finite_n",
     "lid_benchmark",
+    "speciation",
     # COMMANDS-END
 ]
 

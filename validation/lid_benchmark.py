@@ -13,11 +13,16 @@ Headline table (``mae.csv``): mean absolute error to the true dimension per meth
 set, pooled over N and points, at the read-off noise ``READOUT_DELTA_FRACTION`` x the mean
 per-direction variance of the manifold -- a rule fixed here before any result was looked at
 (noise below every tangent variance, above the data's rounding). Points where an estimator
-finds no dimension (NaN) are left out and counted (``n_undetermined``). The trained networks
-of the memorization engine are not benchmarked here (issue 12 leaves that open).
+finds no dimension (NaN) are left out and counted (``n_undetermined``).
 
-Outputs under ``--out``: ``lid.csv`` (dataset, N, delta, method, point, estimate),
-``mae.csv``, ``lid_benchmark.png/.pdf`` (LID against delta per data set), ``record.json``.
+Trained networks (`_lid_networks`, ``--networks``, on by default): for the data sets in R^20
+and every N, the memorization engine's fast-protocol networks trained on the same points are
+read by the same estimators (methods ``*_network``) at two training steps (``train_step``),
+cached in the checkpoint folder (``--cache-dir``) and resumed when interrupted.
+
+Outputs under ``--out``: ``lid.csv`` (dataset, N, delta, method, train_step, point,
+estimate), ``mae.csv``, ``lid_benchmark.png/.pdf`` (LID against delta per data set, empirical
+score), ``lid_networks.png/.pdf`` (the networks beside the empirical score), ``record.json``.
 """
 
 from __future__ import annotations
@@ -39,9 +44,19 @@ from geomem.numerics.lid_estimators import (
 from geomem.theory import LinearManifold
 from geomem.theory.flipd import expected_population_flipd
 
-from ._common import bad_option, default_out, parse_choices, parse_ints, pyplot
+from ._common import (
+    bad_option,
+    checked,
+    checkpoint_dir,
+    default_out,
+    parse_choices,
+    parse_ints,
+    pyplot,
+)
+from ._lid_networks import NETWORK_DIM, NETWORK_METHODS, network_datasets, network_rows
+from ._lid_plots import plot_networks
 from .image_dimensions import SKDIM_ESTIMATORS, skdim_estimates
-from .options import OutOption, QuickOption, SeedOption, quick_sizes
+from .options import CacheDirOption, OutOption, QuickOption, SeedOption, quick_sizes
 from .progress import progress
 from .records import RunOutput
 
@@ -50,6 +65,8 @@ __all__ = ["DATASETS", "METHODS", "READOUT_DELTA_FRACTION", "dataset_sample", "r
 
 COMMAND = "lid-benchmark"
 RESULT_FORMAT = 2
+#: version of the cached network read-outs
+NETWORK_FORMAT = 1
 #: read-off noise of the MAE table, in units of the mean per-direction variance of the data
 READOUT_DELTA_FRACTION = 0.01
 #: the delta grid of the curves, in the same units
@@ -115,8 +132,13 @@ def _measure(name: str, n: int, n_points: int, seed: int) -> dict[str, Any]:
 
 def run_lid_benchmark(out: Path, *, datasets: Sequence[str] = tuple(DATASETS),
                       n_values: Sequence[int] = (100, 1000), n_points: int = 32,
-                      seed: int = 0) -> list[dict[str, Any]]:
-    """Measure (cached per data set and N), tabulate, draw and record; returns the MAE rows."""
+                      seed: int = 0, networks: bool = True, quick_networks: bool = False,
+                      cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Measure (cached per data set and N), tabulate, draw and record; returns the MAE rows.
+
+    networks: also train and read the networks of the data sets in R^20 (`_lid_networks`);
+    quick_networks: smoke-test networks (200 steps, 2 x 32); cache_dir: checkpoint folder
+    (default `checkpoint_dir(out)`)."""
     run = RunOutput(out, COMMAND)
     rows, mae_input = [], []
     for name in progress(list(datasets), COMMAND):
@@ -130,29 +152,79 @@ def run_lid_benchmark(out: Path, *, datasets: Sequence[str] = tuple(DATASETS),
             mae_input += [{"dataset": name, "method": f"skdim_{k}", "N": n,
                            "error": abs(v - true_dim), "undetermined": not np.isfinite(v)}
                           for k, v in res["skdim"].items()]
+    net_names = network_datasets(datasets, {k: _dim(k) for k in datasets}) if networks else []
+    if net_names:
+        rows += _network_rows(run, net_names, n_values, n_points, seed, quick_networks,
+                              checkpoint_dir(out, cache_dir))
     readout = [r for r in rows if r["delta_fraction"] == READOUT_DELTA_FRACTION]
     mae_input += [{"dataset": r["dataset"], "method": r["method"], "N": r["N"],
+                   "train_step": r.get("train_step"),
                    "error": abs(r["estimate"] - r["true_dimension"]),
                    "undetermined": not np.isfinite(r["estimate"])} for r in readout]
-    mae_rows = []
-    for name in datasets:
-        for method in (*METHODS, *(f"skdim_{k}" for k in SKDIM_ESTIMATORS)):
-            mine = [m for m in mae_input if m["dataset"] == name and m["method"] == method]
-            errs = [m["error"] for m in mine if not m["undetermined"]]
-            mae_rows.append({"dataset": name, "true_dimension": DATASETS[name][1],
-                             "method": method, "mae": float(np.mean(errs)) if errs else np.nan,
-                             "n_estimates": len(errs),
-                             "n_undetermined": sum(m["undetermined"] for m in mine)})
+    mae_rows = _mae_table(mae_input, datasets)
     curve_rows = [r for r in rows if r["delta_fraction"] in DELTA_FRACTIONS]
-    run.write_csv("lid", curve_rows)
+    run.write_csv("lid", curve_rows, ["dataset", "true_dimension", "N", "delta_fraction",
+                                      "delta", "method", "train_step", "point", "estimate"])
     run.write_csv("mae", mae_rows)
     _plot(run, curve_rows, datasets, n_values)
+    if net_names:
+        plot_networks(run, curve_rows, net_names, n_values, METHOD_LABELS)
     run.write_record({"datasets": list(datasets), "n_values": list(n_values),
                       "n_points": n_points, "delta_fractions": list(DELTA_FRACTIONS),
                       "readout_delta_fraction": READOUT_DELTA_FRACTION, "schedule": "VE (a = 1)",
-                      "true_dimensions": {k: DATASETS[k][1] for k in datasets}},
-                     seeds={"train": seed, "test": seed + 10_000},
+                      "true_dimensions": {k: DATASETS[k][1] for k in datasets},
+                      "networks": net_names, "quick_networks": quick_networks},
+                     seeds={"train": seed, "test": seed + 10_000, "networks": seed},
                      extra={"mae": mae_rows})
+    return mae_rows
+
+
+#: display names of the estimator methods in the figures
+METHOD_LABELS = {"flipd": "FLIPD", "normal_bundle": "normal bundle",
+                 "spectral_gap": "spectral gap", "closed_form": "closed form"}
+
+
+def _dim(name: str) -> int:
+    return int(dataset_sample(name, 1, 0).shape[1])
+
+
+def _network_rows(run: RunOutput, names: Sequence[str], n_values: Sequence[int],
+                  n_points: int, seed: int, quick: bool, checkpoints: Path
+                  ) -> list[dict[str, Any]]:
+    """Network read-outs of every (data set, N) of dimension NETWORK_DIM, cached as one job."""
+    key = {"format": NETWORK_FORMAT, "networks": list(names), "n_values": list(n_values),
+           "n_points": n_points, "seed": seed, "quick": quick}
+    fracs = sorted({*DELTA_FRACTIONS, READOUT_DELTA_FRACTION})
+
+    def compute() -> list[dict[str, Any]]:
+        jobs = []
+        for name in names:
+            for n in n_values:
+                train = dataset_sample(name, n, seed)
+                test = dataset_sample(name, n_points, seed + 10_000)
+                jobs.append((name, n, train, test, _scale(train, DATASETS[name][1])))
+        return network_rows(jobs, fracs, checkpoints, seed=seed, quick=quick)
+    return [{**r, "true_dimension": DATASETS[r["dataset"]][1]} for r in run.cached(key, compute)]
+
+
+def _mae_table(mae_input: list[dict[str, Any]], datasets: Sequence[str]) -> list[dict[str, Any]]:
+    """Mean absolute error per data set, method and (networks) training step."""
+    groups = [(m, None) for m in (*METHODS, *(f"skdim_{k}" for k in SKDIM_ESTIMATORS))]
+    steps = sorted({m["train_step"] for m in mae_input if m.get("train_step") is not None})
+    groups += [(f"{m}_network", s) for m in NETWORK_METHODS for s in steps]
+    mae_rows = []
+    for name in datasets:
+        for method, step in groups:
+            mine = [m for m in mae_input if m["dataset"] == name and m["method"] == method
+                    and m.get("train_step") == step]
+            if step is not None and not mine:
+                continue                 # no network for this data set
+            errs = [m["error"] for m in mine if not m["undetermined"]]
+            mae_rows.append({"dataset": name, "true_dimension": DATASETS[name][1],
+                             "method": method, "train_step": step,
+                             "mae": float(np.mean(errs)) if errs else np.nan,
+                             "n_estimates": len(errs),
+                             "n_undetermined": sum(m["undetermined"] for m in mine)})
     return mae_rows
 
 
@@ -204,17 +276,23 @@ def register(app: typer.Typer) -> None:
         n_values: Annotated[str, typer.Option("--n-values", help="Training-set sizes N.")
                             ] = "100,1000",
         points: Annotated[int, typer.Option(help="Held-out points per data set and N.")] = 32,
+        networks: Annotated[bool, typer.Option(
+            help=f"Also train and read score networks on the data sets in R^{NETWORK_DIM}.")
+                            ] = True,
+        cache_dir: CacheDirOption = None,
         seed: SeedOption = 0,
         quick: QuickOption = False,
     ) -> None:
         """Score-based LID estimators and skdim against data sets of known dimension.
 
-        --quick: N in 30,60, 4 points, except for sizes given explicitly."""
+        --quick: N in 30,60, 4 points, smoke-test networks (200 steps), except for sizes given
+        explicitly."""
         names = parse_choices("--datasets", datasets, tuple(DATASETS))
         sizes = quick_sizes(ctx, quick, {"n_values": "30,60", "points": 4})
         grid = parse_ints("--n-values", sizes["n_values"], minimum=2)
         if sizes["points"] < 1:
             raise bad_option("--points", f"must be >= 1, got {sizes['points']}")
         target = out or default_out(COMMAND)
+        cache = checked("--cache-dir", checkpoint_dir, target, cache_dir)
         run_lid_benchmark(target, datasets=names, n_values=grid, n_points=sizes["points"],
-                          seed=seed)
+                          seed=seed, networks=networks, quick_networks=quick, cache_dir=cache)

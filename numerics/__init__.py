@@ -101,3 +101,19 @@ __all__ += ["ClosedFormEstimator", "FlipdEstimator", "NormalBundleEstimate",
 from .cloning import CloningResult, cloning_experiment, log_snr_grid, reverse_sde  # noqa: E402
 
 __all__ += ["CloningResult", "cloning_experiment", "log_snr_grid", "reverse_sde"]
+
+# analytic (closed-form) denoisers of a training set (issue 13)
+from .analytic_denoisers import (  # noqa: E402
+    AnalyticDenoiser,
+    EmpiricalPosteriorMean,
+    EquivariantPatchPosteriorMean,
+    GaussianPosteriorMean,
+    MaskedPosteriorMean,
+    WienerMaskedPosteriorMean,
+    square_patch_masks,
+    wiener_locality_masks,
+)
+
+__all__ += ["AnalyticDenoiser", "EmpiricalPosteriorMean", "EquivariantPatchPosteriorMean",
+            "GaussianPosteriorMean", "MaskedPosteriorMean", "WienerMaskedPosteriorMean",
+            "square_patch_masks", "wiener_locality_masks"]

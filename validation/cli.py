@@ -49,6 +49,7 @@ COMMAND_MODULES = [
     "finite_n",
     "lid_benchmark",
     "speciation",
+    "analytic_comparison",
     # COMMANDS-END
 ]
 

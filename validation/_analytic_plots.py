@@ -7,10 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from ._common import pyplot
 
 __all__ = ["family", "plot_patch_sizes", "plot_r2", "plot_spectra"]
 
@@ -44,6 +41,7 @@ def _best_by_family(rows: list[dict[str, Any]]) -> dict[tuple, float]:
 
 def plot_r2(run, rows: list[dict[str, Any]], datasets: Sequence[str], sigmas: Sequence[float],
             n_star: dict[str, float | None]) -> None:
+    plt = pyplot()
     best = _best_by_family(rows)
     panels = [(name, split) for name in datasets for split in SPLIT_TITLES]
     fig, axes = plt.subplots(len(panels), len(sigmas), squeeze=False,
@@ -81,6 +79,7 @@ def plot_r2(run, rows: list[dict[str, Any]], datasets: Sequence[str], sigmas: Se
 def plot_patch_sizes(run, rows: list[dict[str, Any]], datasets: Sequence[str],
                      patch_sizes: Sequence[int]) -> None:
     """Best patch side (highest residual r^2 on held-out inputs) against sigma, per N."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2 * len(datasets), squeeze=False,
                              figsize=(4.2 * 2 * len(datasets), 3.2))
     for i, name in enumerate(datasets):
@@ -115,6 +114,7 @@ def plot_spectra(run, spectra_rows: list[dict[str, Any]], datasets: Sequence[str
                  results: dict[tuple, Any]) -> None:
     """Eigenvalues of the symmetrised Jacobian, network A (solid) against the best analytic
     model at the spectrum sigma (dashed), one panel per data set and N."""
+    plt = pyplot()
     keys = sorted(k for k in results if k[0] in datasets)
     cols = max(1, len({k[1] for k in keys}))
     fig, axes = plt.subplots(len(datasets), cols, squeeze=False,

@@ -71,9 +71,7 @@ from .image_networks import (
     QUICK_CONFIG,
     SYNTHETIC_POOL,
     config_for,
-    dataset_pool,
-    default_n_values,
-    pair_jobs,
+    plan_pairs,
     pretrain_networks,
     trained_pair,
 )
@@ -117,10 +115,9 @@ def r_squared(reference: np.ndarray, prediction: np.ndarray) -> float:
     return float(1 - res / tot) if tot > 0 else float("nan")
 
 
-def _low_rank(train: np.ndarray) -> int:
-    flat = train.reshape(len(train), -1)
-    var = np.sort(np.linalg.eigvalsh(np.cov(flat.T, bias=True)))[::-1] if len(train) > 1 else [0]
-    var = np.clip(np.asarray(var, dtype=float), 0, None)
+def _low_rank(variances: np.ndarray) -> int:
+    """Leading components holding LOW_RANK_VARIANCE of the variance (1 when there is none)."""
+    var = np.sort(np.asarray(variances, dtype=float))[::-1]
     if var.sum() <= 0:
         return 1
     return int(np.searchsorted(np.cumsum(var) / var.sum(), LOW_RANK_VARIANCE) + 1)
@@ -130,10 +127,11 @@ def analytic_models(train: np.ndarray, patch_sizes: Sequence[int] = PATCH_SIZES
                     ) -> dict[str, AnalyticDenoiser]:
     """The analytic denoisers of training images (N, C, H, W), by name."""
     shape = train.shape[1:]
-    rank = _low_rank(train)
+    full = GaussianPosteriorMean(train)
+    rank = _low_rank(full.variances.cpu().numpy())    # the full model's PCA, not a second one
     models: dict[str, AnalyticDenoiser] = {
         "empirical": EmpiricalPosteriorMean(train),
-        "gaussian": GaussianPosteriorMean(train),
+        "gaussian": full,
         f"gaussian_rank{rank}": GaussianPosteriorMean(train, rank=rank),
         "wiener_local": WienerMaskedPosteriorMean(train, WIENER_THRESHOLD)}
     for p in patch_sizes:
@@ -270,17 +268,7 @@ def run_analytic_comparison(out: Path, *, datasets: Sequence[str] = ("digits",),
     n_star = read_n_star(generalization) if generalization is not None else {}
     run = RunOutput(out, COMMAND)
     cache_dir = checkpoint_dir(out, cache_dir)
-    pools, jobs = {}, []
-    for name in datasets:
-        images = dataset_pool(name, size=size, pool=pool)
-        pool_info = {"data_seed": DATA_SEED, "size": size, "pool": len(images)}
-        grid = sorted(n_values) if n_values is not None else default_n_values(len(images))
-        if grid[-1] > len(images) // 2:
-            raise ValueError(f"n_values: largest N for {name} is {len(images) // 2}, got "
-                             f"{grid[-1]}")
-        pools[name] = images, pool_info, grid
-        jobs += pair_jobs(name, grid, config_for(name, config), seed, size=size, data_dir=None,
-                          pool_request=pool, pool_info=pool_info)
+    pools, jobs = plan_pairs(datasets, n_values, config, seed, size=size, pool=pool)
     pretrain_networks(cache_dir, jobs, executor)
     rows, spectra_rows, results = [], [], {}
     for name in datasets:

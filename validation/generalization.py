@@ -57,7 +57,7 @@ from .image_networks import (
     dataset_pool,
     default_n_values,
     disjoint_subsets,
-    pair_jobs,
+    plan_pairs,
     pretrain_networks,
     scale_down_note,
     train_with_progress,
@@ -134,17 +134,8 @@ def run_generalization(out: Path, *, datasets: Sequence[str] = ("digits", "disks
     run = RunOutput(out, COMMAND)
     cache_dir = checkpoint_dir(out, cache_dir)
     rows, summary_rows, train_rows, summary, per_dataset = [], [], [], {}, {}
-    pools, jobs = {}, []
-    for name in datasets:
-        images = dataset_pool(name, size=size, data_dir=data_dir, pool=pool)
-        pool_info = {"data_seed": DATA_SEED, "size": size, "pool": len(images)}
-        grid = sorted(n_values) if n_values is not None else default_n_values(len(images))
-        if grid[-1] > len(images) // 2:
-            raise ValueError(f"n_values: largest N for {name} is {len(images) // 2}, got "
-                             f"{grid[-1]}")
-        pools[name] = images, pool_info, grid
-        jobs += pair_jobs(name, grid, config_for(name, config), seed, size=size,
-                          data_dir=data_dir, pool_request=pool, pool_info=pool_info)
+    pools, jobs = plan_pairs(datasets, n_values, config, seed, size=size, pool=pool,
+                             data_dir=data_dir)
     pretrain_networks(cache_dir, jobs, executor)
     for name in datasets:
         images, pool_info, grid = pools[name]

@@ -61,9 +61,7 @@ from .image_networks import (
     QUICK_CONFIG,
     SYNTHETIC_POOL,
     config_for,
-    dataset_pool,
-    default_n_values,
-    pair_jobs,
+    plan_pairs,
     pretrain_networks,
     scale_down_note,
     trained_pair,
@@ -149,17 +147,8 @@ def run_image_dimensions(out: Path, *, datasets: Sequence[str] = IMAGE_DATASETS,
     run = RunOutput(out, COMMAND)
     cache_dir = checkpoint_dir(out, cache_dir)
     rows, sk_rows, spectra, summary = [], [], {}, {}
-    pools, jobs = {}, []
-    for name in datasets:
-        images = dataset_pool(name, size=size, pool=pool)
-        pool_info = {"data_seed": DATA_SEED, "size": size, "pool": len(images)}
-        grid = sorted(n_values) if n_values is not None else default_n_values(len(images))
-        if grid[-1] > len(images) - n_points or grid[-1] > len(images) // 2:
-            raise ValueError(f"n_values: largest N for {name} is "
-                             f"{min(len(images) - n_points, len(images) // 2)}, got {grid[-1]}")
-        pools[name] = images, pool_info, grid
-        jobs += pair_jobs(name, grid, config_for(name, config), seed, size=size, data_dir=None,
-                          pool_request=pool, pool_info=pool_info)
+    pools, jobs = plan_pairs(datasets, n_values, config, seed, size=size, pool=pool,
+                             reserved=n_points)
     pretrain_networks(cache_dir, jobs, executor)
     for name in datasets:
         images, pool_info, grid = pools[name]

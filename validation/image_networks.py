@@ -36,6 +36,7 @@ __all__ = [
     "disjoint_subsets",
     "is_trained",
     "pair_jobs",
+    "plan_pairs",
     "pretrain_networks",
     "scale_down_note",
     "train_with_progress",
@@ -195,3 +196,25 @@ def pair_jobs(dataset: str, grid: Sequence[int], config: TrainConfig, seed: int,
              "seed": seed + k, "size": size, "data_dir": data_dir,
              "pool_request": pool_request, "pool_info": pool_info}
             for n in grid for k in subsets]
+
+
+def plan_pairs(datasets: Sequence[str], n_values: Sequence[int] | None,
+               config: TrainConfig | None, seed: int, *, size: int, pool: int,
+               data_dir: str | None = None, reserved: int = 0
+               ) -> tuple[dict[str, tuple[np.ndarray, dict[str, Any], list[int]]],
+                          list[dict[str, Any]]]:
+    """Each data set's pool, pool record and N grid (``n_values`` or `default_n_values`), and the
+    :func:`pretrain_networks` jobs of every pair; ``reserved`` images of the pool are kept out of
+    reach of the largest N (held-out test points). ValueError when an N does not fit."""
+    pools, jobs = {}, []
+    for name in datasets:
+        images = dataset_pool(name, size=size, data_dir=data_dir, pool=pool)
+        pool_info = {"data_seed": DATA_SEED, "size": size, "pool": len(images)}
+        grid = sorted(n_values) if n_values is not None else default_n_values(len(images))
+        largest = min(len(images) - reserved, len(images) // 2)
+        if grid[-1] > largest:
+            raise ValueError(f"n_values: largest N for {name} is {largest}, got {grid[-1]}")
+        pools[name] = images, pool_info, grid
+        jobs += pair_jobs(name, grid, config_for(name, config), seed, size=size,
+                          data_dir=data_dir, pool_request=pool, pool_info=pool_info)
+    return pools, jobs

@@ -117,3 +117,8 @@ from .analytic_denoisers import (  # noqa: E402
 __all__ += ["AnalyticDenoiser", "EmpiricalPosteriorMean", "EquivariantPatchPosteriorMean",
             "GaussianPosteriorMean", "MaskedPosteriorMean", "WienerMaskedPosteriorMean",
             "square_patch_masks", "wiener_locality_masks"]
+
+# per-point Monte Carlo of the empirical score at any N, head drawn, tail integrated (issue 14)
+from .large_n import MAX_N_TRAIN, EmpiricalJacobianDraws, sample_empirical_jacobians  # noqa: E402
+
+__all__ += ["EmpiricalJacobianDraws", "MAX_N_TRAIN", "sample_empirical_jacobians"]

@@ -356,6 +356,12 @@ NUMERICS_CASES: dict[str, Case] = {
     "load_dataset": Case(
         numerics.load_dataset, {"name": ["disks", "calpha1", "digits"], "n": [2, None],
                                 "size": [8], "rng": [0]}),
+    "sample_empirical_jacobians": Case(
+        numerics.sample_empirical_jacobians,
+        {"model": [LinearManifold(6, (1, 2), stds=(1.0, 0.3))], "t": [1e-3, 0.05],
+         "n_train": [10, 1e6, 1e30], "schedule": ["vp", "ve"], "x": ["fresh", "origin"],
+         "draws": [1, 2], "seed": [0], "tol": [1e-3, 0.1], "max_head": [64, 4096]},
+        lambda kw, out: out.eigenvalues.shape == (kw["draws"], 6), slow=True),
     "build_denoiser": Case(
         numerics.build_denoiser, {"arch": ["bfcnn", "unet"], "channels": [1], "width": [4],
                                   "depth": [2, 3], "levels": [1, 2]}),
@@ -367,6 +373,7 @@ NOT_FUZZED = {
     "FiniteNExpectations": "result type", "PhaseDiagram": "result type",
     "Schedule": "abstract base", "VE": "no arguments", "VP": "no arguments",
     "JacobianSpectrum": "result type", "WeightStatistics": "result type",
+    "EmpiricalJacobianDraws": "result type",
     "DimensionEstimate": "result type",
     # issue-12 LID estimators: the classes check X in fit and their arguments there; an outside
     # run of this harness's _run over all of them (300 examples each) passed; contract and

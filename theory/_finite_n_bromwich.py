@@ -19,7 +19,8 @@ import math
 import numpy as np
 from scipy import special
 
-from ._finite_n_saddle import GridSpec, contour_line_integrals, saddle, solve_xi, tau_step
+from ._finite_n_kernels import contour_nodes, saddle_targets
+from ._finite_n_saddle import _BRACKETS, _OMEGA_MAX, GridSpec, tau_step
 
 __all__ = ["bromwich", "bromwich_with_mean_projection"]
 
@@ -76,6 +77,8 @@ _SELF_FINE_REACH = 42.0
 _SELF_DEAD_R = 7.0
 #: r range of the fine contour zone with a self weight (e^r e^{-e^r} < e^{-40} outside)
 _SELF_ZONE = (-40.0, 5.0)
+#: ln phi on side H by log1p (True) or, as before, log(1 - Q) (False: loses N * 1e-16)
+_LOG1P_PHI = False
 #: an ell grid extension stops when the last nodes contribute below this relative amount
 _TAIL_RTOL = 1e-15
 
@@ -166,31 +169,47 @@ def _series_terms(b, m, lam, s, n, n_tangent, r, step, self_cut=None):
 
 
 def _contour_terms(side, b, m, lam, s, n, n_tangent, v, steps, self_cut=None):
-    """Integrand at contour nodes of unit spacing in the grid variable v of ``steps`` (P, J);
-    the trapezoid weight is ``dr = 1 / (dv/dr)``.
-    Returns r (P, J), ``ln phi(r)`` (P, J) and the terms (P, J, 1 + 3K).
+    """Integrand at contour nodes of unit spacing in the grid variable v of ``steps`` (1, J);
+    the trapezoid weight is ``dr = 1 / (dv/dr)``. One fused numba call per block
+    (`_finite_n_kernels.contour_nodes`: Newton solves, saddles, line integrals).
+    Returns r (1, J), ``ln phi(r)`` (1, J) and the terms (1, J, 1 + 3K).
     """
-    lam3 = lam[:, None, :]
-    xi = solve_xi(side, b, m, lam3, v=v, steps=steps)
-    c, q, _, r, k2 = saddle(xi, side, b, m, lam3)
-    dr = 1.0 / steps.density(c, r)
-    log_scale, fn = contour_line_integrals(side, c, q, r, k2, b, m, lam, s, n_tangent, tau_step(n),
-                                           centred=self_cut is not None)
-    scale = np.exp(log_scale)
-    main = fn["main"] * scale
-    phi = 1.0 - main if side == "H" else main
-    log_phi = np.log(np.clip(phi, 1e-300, 1.0))
+    lo, hi = _BRACKETS[side]
+    geo, _, lines = contour_nodes(side == "H", np.ascontiguousarray(v[0], float), b, m,
+                                  np.ascontiguousarray(lam[0], float), s, int(n_tangent), lo,
+                                  hi, *_grid_arrays(steps), tau_step(n), _OMEGA_MAX,
+                                  self_cut is not None)
+    k = n_tangent
+    r, dr = geo[1][None], 1.0 / geo[3][None]
+    scale = np.exp(lines[:, 0])[None]
+    main = lines[:, 1][None] * scale
+    # ln phi: on side H phi = 1 - Q with Q as small as 1/N, so log1p keeps (N - 1) ln phi
+    # exact; the old log(1 - Q) lost N * 1e-16 there (see _LOG1P_PHI)
+    if side == "H" and _LOG1P_PHI:
+        log_phi = np.log1p(-np.clip(main, 0.0, 1.0))
+    else:
+        phi = 1.0 - main if side == "H" else main
+        log_phi = np.log(np.clip(phi, 1e-300, 1.0))
     sc = scale[..., None]
-    terms = _weighted_sums(n, n_tangent, dr, log_phi, fn["AG2"] * scale, fn["AGq"] * sc,
-                           fn["AG2q"] * sc, fn["AGl"] * sc, r, self_cut)
+    terms = _weighted_sums(n, n_tangent, dr, log_phi, lines[:, 2][None] * scale,
+                           lines[:, 3:3 + k][None] * sc, lines[:, 3 + k:3 + 2 * k][None] * sc,
+                           lines[:, 3 + 2 * k:3 + 3 * k][None] * sc, r, self_cut)
     return r, log_phi, terms
 
 
+def _grid_arrays(steps):
+    """(sign, h_ell, h_r, h_global) and zones (Z, 3) of a GridSpec, for the numba kernels."""
+    grid = np.array([steps.sign, steps.h_ell, steps.h_r, steps.h_global], float)
+    return grid, np.array(steps.zones, float).reshape(-1, 3)
+
+
 def _grid_start(side, b, m, lam, steps, r=None, ell=None):
-    """Grid variable v (and r) at the saddle given by r or ell, for one point lam (1, G)."""
-    xi = solve_xi(side, b, m, lam, r=None if r is None else np.array([r]),
-                   ell=None if ell is None else np.array([ell]))
-    c, _, k0, k1, _ = saddle(xi, side, b, m, lam)
+    """Grid variable v (and ell) at the saddle given by r or ell, for one point lam (1, G)."""
+    lo, hi = _BRACKETS[side]
+    kind, target = (1, r) if r is not None else (0, ell)
+    sad, _ = saddle_targets(kind, np.array([float(target)]), side == "H", lo, hi, b, m,
+                            np.ascontiguousarray(lam[0], float), *_grid_arrays(steps))
+    c, k0, k1 = sad[0], sad[1], sad[2]
     ell_val = k0 - c * k1
     return float(steps.coordinate(ell_val, k1)[0]), float(ell_val[0])
 
@@ -332,6 +351,11 @@ def _refine(side, b, m, lam, s, n, n_tangent, spec, v, r, terms, r_dead, weight,
     def weighted(r_nodes, t_nodes):
         return (weight(r_nodes) * (r_nodes < r_dead)) @ t_nodes
 
+    if math.isfinite(r_dead):
+        # nodes past the first dead one (weight 0, and so are their midpoints: r grows with
+        # v) are dropped before the halvings, which would otherwise refine them too
+        keep = int(np.searchsorted(r, r_dead, side="left")) + 1
+        v, r, terms = v[:keep], r[:keep], terms[:keep]
     h = 1.0
     total = weighted(r, terms)
     for _ in range(_MAX_REFINE):

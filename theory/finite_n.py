@@ -113,7 +113,7 @@ class FiniteNExpectations:
         weighted_sq_norm (..., K): ``E[sum_mu w_mu |P_k y_mu|^2]``.
         mean_sq_norm (..., K): ``E[|P_k ybar|^2]``.
         dims (K,), stds (K,): subspace dimensions and stds; a, delta: schedule values at t.
-        n_train: N.
+        n_train: N (int, or float beyond int64).
     """
 
     sum_w2: np.ndarray
@@ -123,7 +123,7 @@ class FiniteNExpectations:
     stds: np.ndarray
     a: float
     delta: float
-    n_train: int
+    n_train: int | float
 
     @property
     def subspace_trace(self) -> np.ndarray:
@@ -165,6 +165,23 @@ def _groups(model: LinearManifold) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.asarray(stds, float), np.asarray(dims, float), group
 
 
+#: largest N: the r integral works with N in float64 (ln N, N phi^{N-1}); 1e300 leaves headroom
+MAX_N_TRAIN = 1e300
+
+
+def _check_count(n_train: Any) -> int | float:
+    """N >= 1: an integer, or an integer-valued float up to MAX_N_TRAIN (N = 1e30 has no
+    int64); ints beyond int64 are accepted as floats."""
+    if isinstance(n_train, (int, np.integer)) and not isinstance(n_train, bool) and \
+            1 <= n_train <= MAX_N_TRAIN:
+        return int(n_train) if n_train < 2**63 else float(n_train)
+    if isinstance(n_train, (float, np.floating)) and 1.0 <= n_train <= MAX_N_TRAIN and \
+            float(n_train).is_integer():
+        return int(n_train) if n_train < 2**63 else float(n_train)
+    raise ValueError(f"n_train out of range: allowed an integer 1 <= n_train <= "
+                     f"{MAX_N_TRAIN:g} (int or integer-valued float), got {n_train!r}")
+
+
 def _check_model(model: Any) -> LinearManifold:
     if not isinstance(model, LinearManifold):
         raise ValueError(f"model must be a LinearManifold, got {type(model).__name__}")
@@ -188,7 +205,8 @@ def finite_n_expectations(model: LinearManifold, t: float, n_train: int,
     """Exact ``E[sum w^2]``, ``E[sum w |P_k y|^2]``, ``E[|P_k ybar|^2]`` at one (t, N).
 
     model: un-normalised :class:`LinearManifold` (Gaussian training points).
-    t: one diffusion time (scalar); n_train: N >= 1 (integer); schedule: object or name.
+    t: one diffusion time (scalar); n_train: N >= 1 (integer, or an integer-valued float up
+       to 1e300); schedule: object or name.
     x: "fresh" or None (average over test points x ~ p_t, generalized Gauss-Laguerre over the
        per-group squared norms, ``n_nodes`` per group), "origin", or an array (..., d) of test
        points (expectation over training sets only, per point).
@@ -199,7 +217,7 @@ def finite_n_expectations(model: LinearManifold, t: float, n_train: int,
     model = _check_model(model)
     schedule = get_schedule(schedule)
     t_arr = schedule.check_scalar_time(t)
-    n_train = check_int("n_train", n_train, minimum=1)
+    n_train = _check_count(n_train)
     check_choice("method", method, ("bromwich", "talbot"))
     a = float(schedule.a(t_arr))
     delta = float(schedule.delta(t_arr))

@@ -28,7 +28,7 @@ from geomem.theory.energy_tails import (
     energy_saddle,
 )
 
-__all__ = ["Head", "cut_for_log_probability", "draw_band"]
+__all__ = ["Head", "cut_for_log_probability", "draw_band", "perp_dims"]
 
 #: proposals per rejection batch: at least this many, at most _MAX_BATCH
 _MIN_BATCH = 64
@@ -63,7 +63,7 @@ class Head:
         return int(self.energy.size)
 
 
-def _perp_dims(m, lam):
+def perp_dims(m, lam):
     """Orthogonal dimensions per group: m - 1 where x has a component (lam > 0), else m."""
     return (m - (lam > 0)).astype(int)
 
@@ -104,7 +104,7 @@ def _propose(n, theta, b, m, lam, rng):
     q = 1.0 + 2.0 * theta * b
     v = 1.0 / q
     root = np.sqrt(lam)
-    m_perp = _perp_dims(m, lam)
+    m_perp = perp_dims(m, lam)
     # the deviation from xi is drawn directly (its mean is -sqrt(lam) v): forming it as
     # par - sqrt(lam) would cancel at strong tilts, where it is ~1e-150 of sqrt(lam)
     dev = np.where(lam > 0, -root * v + np.sqrt(v) * rng.standard_normal((n, b.size)), 0.0)
@@ -152,7 +152,7 @@ def draw_band(head: Head, count: int, lo: float, hi: float, log_band: float,
         need -= idx.size
     par = np.concatenate(pars)
     perp_sq = np.concatenate(sqs)
-    _append(head, np.concatenate(energies), par, perp_sq, _perp_dims(m, lam), rng)
+    _append(head, np.concatenate(energies), par, perp_sq, perp_dims(m, lam), rng)
 
 
 def _append(head, energy, par, perp_sq, m_perp, rng):

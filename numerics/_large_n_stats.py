@@ -17,18 +17,16 @@ import math
 
 import numpy as np
 
-from geomem.theory.energy_tails import truncated_moments
+from geomem.theory.energy_tails import truncated_moments, unit_moments
+
+from ._large_n_head import perp_dims
 
 __all__ = ["finish_draw", "tail_statistics"]
 
 
-def _perp_dims(m, lam):
-    return (m - (lam > 0)).astype(float)
-
-
 def _first_moments(b, m, lam):
     """Tilted means at tilt -1 (module docstring), as a function of (q, v, mu)."""
-    m_perp = _perp_dims(m, lam)
+    m_perp = perp_dims(m, lam).astype(float)
 
     def moments(q, v, mu):
         pair = mu[..., :, None] * mu[..., None, :] + np.eye(b.size) * v[..., :, None]
@@ -51,10 +49,6 @@ def _quartic_moments(m, lam, stds, centre_par, centre_perp_sq):
             s4 * (fourth - second**2), -1, keepdims=True)
         return np.concatenate([np.ones_like(total), s4 * fourth, total], axis=-1)
     return moments
-
-
-def _unit(q, v, mu):
-    return np.ones(q.shape[:-1] + (1,), dtype=q.dtype)
 
 
 def _tail(n_tail, c, log_q, z0, e_min, b, m, lam, moments):
@@ -108,7 +102,7 @@ def tail_statistics(head, n, c, log_q, b, m, lam, stds) -> dict:
     if n_tail > 0 and math.isfinite(c) and log_q > -math.inf:
         t2 = _tail(n_tail, c, log_q, -2.0, e_min, b, m, lam,
                    _quartic_moments(m, lam, stds, par_mean, perp_mean_sq))
-        t4 = _tail(n_tail, c, log_q, -4.0, e_min, b, m, lam, _unit)
+        t4 = _tail(n_tail, c, log_q, -4.0, e_min, b, m, lam, unit_moments)
         s2 = s2_sum + t2[0]
         rel_z = math.sqrt(t2[0]) / z
         rel_s2 = math.sqrt(t4[0]) / s2 + 2.0 * rel_z

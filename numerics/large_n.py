@@ -53,7 +53,7 @@ from geomem.theory._checks import (
     show,
 )
 from geomem.theory.energy_tails import energy_cgf_derivatives, energy_log_cdf
-from geomem.theory.manifold import LinearManifold
+from geomem.theory.manifold import LinearManifold, check_gaussian_manifold
 from geomem.theory.schedules import Schedule, get_schedule
 
 from ._large_n_head import Head, cut_for_log_probability, draw_band
@@ -109,18 +109,6 @@ def _check_n(n_train: Any) -> float:
     return value
 
 
-def _groups(model: LinearManifold):
-    """Stds (G,), dims (G,) of the energy groups, the group of each direction (d,), and how
-    many leading groups are tangent subspaces."""
-    stds, dims = list(model.stds), list(model.dims)
-    group = np.asarray(model.direction_subspace).copy()
-    if model.residual_std > 0 and model.d > model.m:
-        stds.append(model.residual_std)
-        dims.append(model.d - model.m)
-        group[group < 0] = model.n_subspaces
-    return np.asarray(stds, float), np.asarray(dims, float), group
-
-
 def _test_points(x, model, draws, a, delta, stds, dims, group, rng):
     """lam (draws, G): squared standardized norms |x_g|^2 / (a s_g)^2 per group."""
     if isinstance(x, str) or x is None:
@@ -151,11 +139,8 @@ def sample_empirical_jacobians(model: LinearManifold, t: float, n_train: float,
     (d,) or (draws, d); draws >= 1 training sets; seed: int, Generator or None; tol in
     (0, 1): bound on ``tail_error``; max_head: most points drawn per training set.
     """
-    if not isinstance(model, LinearManifold):
-        raise ValueError(f"model must be a LinearManifold, got {type(model).__name__}")
-    if model.normalized:
-        raise ValueError("model must be un-normalized (normalized=False): the head/tail "
-                         "construction needs Gaussian training points")
+    model = check_gaussian_manifold(model, "the head/tail construction needs Gaussian "
+                                           "training points")
     schedule = get_schedule(schedule)
     t_arr = schedule.check_scalar_time(t)
     n = _check_n(n_train)
@@ -167,7 +152,7 @@ def sample_empirical_jacobians(model: LinearManifold, t: float, n_train: float,
         raise ValueError(f"tol out of range: allowed 0 < tol < 1, got {show(tol)}")
     rng = as_generator("seed", seed)
     a, delta = float(schedule.a(t_arr)), float(schedule.delta(t_arr))
-    stds, dims, group = _groups(model)
+    stds, dims, group = model.energy_groups()
     lam = _test_points(x, model, draws, a, delta, stds, dims, group, rng)
     b = a**2 * stds**2 / (2.0 * delta)
     rows = []

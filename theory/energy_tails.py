@@ -40,7 +40,7 @@ import numpy as np
 from scipy import optimize
 
 __all__ = ["energy_cgf", "energy_cgf_derivatives", "energy_log_cdf", "energy_saddle",
-           "saddle_log_cdf", "tilted_gaussian", "truncated_moments"]
+           "saddle_log_cdf", "tilted_gaussian", "truncated_moments", "unit_moments"]
 
 #: the saddle is kept at least this many path widths 1/sqrt(K'') away from the pole at 0, so
 #: the 1/zeta factor varies on the integrand's own scale
@@ -205,7 +205,8 @@ def truncated_moments(c: float, z0: float, b, m, lam,
     return (log_total, part, other, side) if side == "lower" else (log_total, other, part, side)
 
 
-def _one(q, v, mu):
+def unit_moments(q, v, mu):
+    """The statistic h = 1 for `truncated_moments`: (J, 1) ones."""
     return np.ones(q.shape[:-1] + (1,), dtype=q.dtype)
 
 
@@ -217,7 +218,7 @@ def energy_log_cdf(c: float, b, m, lam) -> tuple[float, float]:
     lam = np.asarray(lam, float)
     side, gamma = _side_and_gamma(c, 0.0, b, m, lam)
     log_ref = float(np.real(energy_cgf(gamma, b, m, lam))) - gamma * c
-    part = float(_integrate(c, 0.0, gamma, side, b, m, lam, _one, log_ref)[0])
+    part = float(_integrate(c, 0.0, gamma, side, b, m, lam, unit_moments, log_ref)[0])
     if not part > 0.0:
         raise RuntimeError(f"energy tail probability at c = {c!r} lost its precision")
     log_part = log_ref + math.log(part)

@@ -75,7 +75,7 @@ from ._finite_n_bromwich import bromwich
 from ._finite_n_saddle import single_point_functions
 from ._finite_n_talbot import talbot
 from ._quadrature import chi2_product_rule
-from .manifold import LinearManifold
+from .manifold import LinearManifold, check_gaussian_manifold
 from .rem import TEST_POINTS
 from .schedules import Schedule, get_schedule
 
@@ -149,22 +149,6 @@ class FiniteNExpectations:
 
 
 # ----------------------------------------------------------------------------- model helpers
-def _groups(model: LinearManifold) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stds (G,), dims (G,) of the energy groups and the group of each direction (d,).
-
-    Groups: the K tangent subspaces, then the normal space when residual_std > 0 (and d > m).
-    Directions of zero std get group -1 (constant energy, drops out of the weights).
-    """
-    stds = list(model.stds)
-    dims = list(model.dims)
-    group = np.asarray(model.direction_subspace).copy()
-    if model.residual_std > 0 and model.d > model.m:
-        stds.append(model.residual_std)
-        dims.append(model.d - model.m)
-        group[group < 0] = model.n_subspaces
-    return np.asarray(stds, float), np.asarray(dims, float), group
-
-
 #: largest N: the r integral works with N in float64 (ln N, N phi^{N-1}); 1e300 leaves headroom
 MAX_N_TRAIN = 1e300
 
@@ -183,12 +167,8 @@ def _check_count(n_train: Any) -> int | float:
 
 
 def _check_model(model: Any) -> LinearManifold:
-    if not isinstance(model, LinearManifold):
-        raise ValueError(f"model must be a LinearManifold, got {type(model).__name__}")
-    if model.normalized:
-        raise ValueError("model must be un-normalized (normalized=False): the exact finite-N "
-                         "theory needs Gaussian training points")
-    return model
+    return check_gaussian_manifold(model, "the exact finite-N theory needs Gaussian training "
+                                          "points")
 
 
 # ----------------------------------------------------------------------------- public API
@@ -221,7 +201,7 @@ def finite_n_expectations(model: LinearManifold, t: float, n_train: int,
     check_choice("method", method, ("bromwich", "talbot"))
     a = float(schedule.a(t_arr))
     delta = float(schedule.delta(t_arr))
-    stds, dims, group = _groups(model)
+    stds, dims, group = model.energy_groups()
     n_tangent = model.n_subspaces
     b = a**2 * stds**2 / (2.0 * delta)
     weights = None

@@ -50,8 +50,8 @@ import numpy as np
 from ._checks import check_choice, check_finite_array, check_int
 from ._finite_n_bromwich import bromwich_with_mean_projection
 from ._quadrature import chi2_product_rule
-from .finite_n import _check_model, _fresh_node_count, _groups
-from .manifold import LinearManifold
+from .finite_n import _check_model, _fresh_node_count
+from .manifold import LinearManifold, check_gaussian_manifold
 from .schedules import Schedule, get_schedule
 
 #: chi-square nodes per group for the training point y_1 (within a product budget): 6 leave
@@ -68,11 +68,7 @@ __all__ = ["expected_population_flipd", "finite_n_flipd", "population_flipd",
 def _snr_per_direction(model: Any, t: Any, schedule: Schedule | str,
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``u = a^2 v / Delta`` with shape t.shape + (d,), plus a(t) and Delta(t) (t.shape)."""
-    if not isinstance(model, LinearManifold):
-        raise ValueError(f"model must be a LinearManifold, got {type(model).__name__}")
-    if model.normalized:
-        raise ValueError("model must be un-normalized (normalized=False): the population score "
-                         "is linear only for Gaussian data")
+    check_gaussian_manifold(model, "the population score is linear only for Gaussian data")
     schedule = get_schedule(schedule)
     t = schedule.check_time(t)
     a = np.asarray(schedule.a(t), float)
@@ -166,7 +162,7 @@ def _exact_training_point_flipd(model: LinearManifold, t: float, n_train: int,
     if n_train == 1:                       # the query is the only point: s = 0 there
         return 0.0
     a, delta = float(schedule.a(t)), float(schedule.delta(t))
-    stds, dims, _ = _groups(model)
+    stds, dims, _ = model.energy_groups()
     if n_nodes is None:        # the y_1 average is smooth but needs more nodes than fresh x
         n_nodes = min(_TRAINING_NODES, int(math.floor(_TRAINING_BUDGET ** (1 / stds.size)
                                                       + 1e-9)))
@@ -193,7 +189,7 @@ def finite_n_flipd(model: LinearManifold, t: float, n_train: int, schedule: Sche
     t_arr = schedule.check_scalar_time(t)
     n_train = check_int("n_train", n_train, minimum=1)
     a, delta = float(schedule.a(t_arr)), float(schedule.delta(t_arr))
-    stds, dims, group = _groups(model)
+    stds, dims, group = model.energy_groups()
     weights = None
     if isinstance(x, str):
         if x != "fresh":

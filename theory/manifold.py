@@ -23,7 +23,7 @@ from scipy import integrate, stats
 
 from ._checks import as_real, check_choice, check_int, check_positive, show
 
-__all__ = ["LinearManifold"]
+__all__ = ["LinearManifold", "check_gaussian_manifold"]
 
 
 class LinearManifold:
@@ -160,6 +160,23 @@ class LinearManifold:
         """Covariance of the un-normalised generator, U diag(s^2) U^T (d, d)."""
         return (self.basis * self.direction_variances) @ self.basis.T
 
+    def energy_groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stds (G,), dims (G,) of the groups of equal std, and the group of each direction
+        (d,).
+
+        Groups: the K tangent subspaces, then the normal space when residual_std > 0 (and
+        d > m). Directions of zero std get group -1 (for the empirical score: a constant
+        energy, which drops out of the weights).
+        """
+        stds = list(self.stds)
+        dims = list(self.dims)
+        group = np.asarray(self.direction_subspace).copy()
+        if self.residual_std > 0 and self.d > self.m:
+            stds.append(self.residual_std)
+            dims.append(self.d - self.m)
+            group[group < 0] = self.n_subspaces
+        return np.asarray(stds, float), np.asarray(dims, float), group
+
     # ------------------------------------------------------------------ sampling
     def sample(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
         """Draw ``n`` samples (n, d) in float64."""
@@ -210,3 +227,13 @@ class LinearManifold:
         return {"d": self.d, "dims": list(self.dims), "stds": list(self.stds),
                 "residual_std": self.residual_std, "normalized": self.normalized,
                 "basis": self.basis_kind, "seed": self.seed}
+
+
+def check_gaussian_manifold(model: object, reason: str) -> LinearManifold:
+    """``model`` if it is an un-normalised LinearManifold (Gaussian data), else a ValueError
+    naming ``model``; ``reason`` ends the message (why the caller needs Gaussian data)."""
+    if not isinstance(model, LinearManifold):
+        raise ValueError(f"model must be a LinearManifold, got {type(model).__name__}")
+    if model.normalized:
+        raise ValueError(f"model must be un-normalized (normalized=False): {reason}")
+    return model

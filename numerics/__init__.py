@@ -69,11 +69,12 @@ from .retained import (  # noqa: E402
     DEFAULT_DEFINITION,
     RETAINED_DEFINITIONS,
     estimator_retained_dimension,
+    projected_retained_dimension,
     subspace_retained_dimension,
 )
 
 __all__ += ["DEFAULT_DEFINITION", "RETAINED_DEFINITIONS", "estimator_retained_dimension",
-            "subspace_retained_dimension"]
+            "projected_retained_dimension", "subspace_retained_dimension"]
 
 # FLIPD: exact for the empirical score, autodiff/Hutchinson for networks (issue 12)
 from .flipd import empirical_flipd  # noqa: E402

@@ -18,8 +18,10 @@ import math
 import numpy as np
 
 from geomem.theory.energy_tails import truncated_moments, unit_moments
+from geomem.theory.phase import LOSS_FRACTION
 
 from ._large_n_head import perp_dims
+from .retained import projected_retained_dimension
 
 __all__ = ["finish_draw", "tail_statistics"]
 
@@ -122,9 +124,11 @@ def tail_statistics(head, n, c, log_q, b, m, lam, stds) -> dict:
     return out
 
 
-def finish_draw(stats, head, n_subspaces, d, b, m, lam, stds, a, delta, c):
+def finish_draw(stats, head, n_subspaces, d, b, m, lam, stds, a, delta, c,
+                threshold=LOSS_FRACTION):
     """The per-draw row of `EmpiricalJacobianDraws`: eigenvalues (d,) ascending, then the
-    weight statistics, subspace traces, head size, tail error and cut.
+    weight statistics, subspace traces, head size, tail error, cut and the retained dimension
+    per subspace ("projection" definition at ``threshold``, `geomem.numerics.retained`).
 
     C_w is assembled in the frame spanned by the parallel axes and the head's orthogonal
     coordinates (R <= G (K + 1)), centred on the lowest-energy head point so that a condensed
@@ -164,7 +168,11 @@ def finish_draw(stats, head, n_subspaces, d, b, m, lam, stds, a, delta, c):
     S = S - np.outer(ref, tail_mean) - np.outer(tail_mean, ref) + z_tail * np.outer(ref, ref)
     mean = (u @ D + tail_mean - z_tail * ref) / z              # ybar - ref
     C = (D.T * u) @ D / z + S / z - np.outer(mean, mean)
-    eig = [np.linalg.eigvalsh(0.5 * (C + C.T))]
+    frame_eig, vectors = np.linalg.eigh(0.5 * (C + C.T))
+    eig = [frame_eig]
+    # energy of each eigenvector in each tangent subspace (its frame rows owned by k)
+    energy = [np.stack([np.sum(vectors[owner == k] ** 2, axis=0)
+                        for k in range(n_subspaces)], axis=-1)]
     traces = np.array([np.trace(C[np.ix_(owner == g, owner == g)]) for g in range(G)])
     for g in range(G):
         m_perp = int(m[g] - has_par[g])
@@ -172,12 +180,16 @@ def finish_draw(stats, head, n_subspaces, d, b, m, lam, stds, a, delta, c):
         if rest > 0:
             alpha = stats["perp_tail"][g] / m_perp
             eig.append(np.full(rest, stds[g] ** 2 * alpha / z))
+            energy.append(np.outer(np.ones(rest), np.arange(n_subspaces) == g))
             traces[g] += rest * stds[g] ** 2 * alpha / z
-    n_zero = d - int(m.sum())
-    eig.append(np.zeros(n_zero))
-    eigenvalues = np.sort(-1.0 / delta + (a**2 / delta**2) * np.concatenate(eig))
+    n_zero = d - int(m.sum())   # zero-std directions: in no tangent subspace
+    eigenvalues = -1.0 / delta + (a**2 / delta**2) * np.concatenate(eig)
+    retained = projected_retained_dimension(
+        np.abs(eigenvalues), np.concatenate(energy), stds[:n_subspaces] ** 2, a, delta,
+        threshold)
+    eigenvalues = np.sort(np.concatenate([eigenvalues, np.full(n_zero, -1.0 / delta)]))
     sum_w2 = stats["sum_w2"]
     with np.errstate(divide="ignore"):
         participation = 1.0 / sum_w2     # inf only where sum w^2 underflows (N_eff > 1e308)
     return (eigenvalues, participation, sum_w2, stats["entropy"], 1.0 / z,
-            traces[:n_subspaces], head.size, stats["tail_error"], c)
+            traces[:n_subspaces], head.size, stats["tail_error"], c, retained)

@@ -54,6 +54,7 @@ from geomem.theory._checks import (
 )
 from geomem.theory.energy_tails import energy_cgf_derivatives, energy_log_cdf
 from geomem.theory.manifold import LinearManifold, check_gaussian_manifold
+from geomem.theory.phase import LOSS_FRACTION
 from geomem.theory.schedules import Schedule, get_schedule
 
 from ._large_n_head import Head, cut_for_log_probability, draw_band
@@ -82,6 +83,8 @@ class EmpiricalJacobianDraws:
         head_size (draws,): training points drawn explicitly (all N when N <= max_head).
         tail_error (draws,): relative standard error of the tail replacement (module doc).
         cutoff (draws,): the final energy cut c (inf when every point is drawn).
+        retained_dimension (draws, K): retained dimension per tangent subspace, the
+            "projection" definition of `geomem.numerics.retained` at ``threshold``.
         a, delta: schedule values at t; n_train: N.
     """
 
@@ -94,6 +97,7 @@ class EmpiricalJacobianDraws:
     head_size: np.ndarray
     tail_error: np.ndarray
     cutoff: np.ndarray
+    retained_dimension: np.ndarray
     a: float
     delta: float
     n_train: float
@@ -107,6 +111,15 @@ def _check_n(n_train: Any) -> float:
         raise ValueError(f"n_train out of range: allowed an integer 2 <= n_train <= "
                          f"{MAX_N_TRAIN:g}, got {show(n_train)}")
     return value
+
+
+def _check_unit_interval(name: str, value: Any) -> float:
+    """A real scalar in the open interval (0, 1), else a ValueError naming it."""
+    number = float(as_real(name, value)) if np.ndim(value) == 0 and not \
+        isinstance(value, bool) else math.nan
+    if not 0.0 < number < 1.0:
+        raise ValueError(f"{name} out of range: allowed 0 < {name} < 1, got {show(value)}")
+    return number
 
 
 def _test_points(x, model, draws, a, delta, stds, dims, group, rng):
@@ -131,13 +144,16 @@ def _test_points(x, model, draws, a, delta, stds, dims, group, rng):
 def sample_empirical_jacobians(model: LinearManifold, t: float, n_train: float,
                                schedule: Schedule | str, x: Any = "fresh", *, draws: int = 64,
                                seed: Any = None, tol: float = 1e-3, max_head: int = 4096,
-                               progress: bool = False) -> EmpiricalJacobianDraws:
+                               threshold: float = LOSS_FRACTION, progress: bool = False
+                               ) -> EmpiricalJacobianDraws:
     """Exact per-draw Jacobian spectra of the empirical score at N up to 1e300 (module doc).
 
     model: un-normalised `LinearManifold`; t: one time; n_train: integer N in [2, 1e300];
     schedule: object or name; x: "fresh" (a new x ~ p_t per draw), "origin", or test points
     (d,) or (draws, d); draws >= 1 training sets; seed: int, Generator or None; tol in
-    (0, 1): bound on ``tail_error``; max_head: most points drawn per training set.
+    (0, 1): bound on ``tail_error``; max_head: most points drawn per training set;
+    threshold in (0, 1): gap fraction a direction must keep to count as retained
+    (`geomem.theory.phase.gap_retained`).
     """
     model = check_gaussian_manifold(model, "the head/tail construction needs Gaussian "
                                            "training points")
@@ -146,10 +162,8 @@ def sample_empirical_jacobians(model: LinearManifold, t: float, n_train: float,
     n = _check_n(n_train)
     draws = check_int("draws", draws, minimum=1)
     max_head = check_int("max_head", max_head, minimum=1)
-    tol_val = float(as_real("tol", tol)) if np.ndim(tol) == 0 and not isinstance(tol, bool) \
-        else math.nan
-    if not 0.0 < tol_val < 1.0:
-        raise ValueError(f"tol out of range: allowed 0 < tol < 1, got {show(tol)}")
+    tol_val = _check_unit_interval("tol", tol)
+    th_val = _check_unit_interval("threshold", threshold)
     rng = as_generator("seed", seed)
     a, delta = float(schedule.a(t_arr)), float(schedule.delta(t_arr))
     stds, dims, group = model.energy_groups()
@@ -162,18 +176,18 @@ def sample_empirical_jacobians(model: LinearManifold, t: float, n_train: float,
         iterator = tqdm(iterator, desc="draws", unit="draw")
     for i in iterator:
         rows.append(_one_draw(n, b, dims, lam[i], stds, model, a, delta, tol_val, max_head,
-                              rng))
+                              th_val, rng))
     cols = list(zip(*rows, strict=False))
     return EmpiricalJacobianDraws(*(np.asarray(c) for c in cols), a=a, delta=delta, n_train=n)
 
 
-def _one_draw(n, b, m, lam, stds, model, a, delta, tol, max_head, rng):
+def _one_draw(n, b, m, lam, stds, model, a, delta, tol, max_head, threshold, rng):
     """One training set: the head drawn, the cut raised until the tail error is below tol."""
     head = Head(b.size)
 
     def finish(stats, cut):
         return finish_draw(stats, head, model.n_subspaces, model.d, b, m, lam, stds, a, delta,
-                           cut)
+                           cut, threshold)
 
     if n <= max_head:       # every point drawn: exact, no tail
         draw_band(head, int(n), 0.0, math.inf, 0.0, b, m, lam, rng)

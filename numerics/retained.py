@@ -52,6 +52,7 @@ __all__ = [
     "RETAINED_DEFINITIONS",
     "effective_subspace_variances",
     "estimator_retained_dimension",
+    "projected_retained_dimension",
     "subspace_retained_dimension",
 ]
 
@@ -88,6 +89,28 @@ def _retained_indicator(values: np.ndarray, a: float, delta: float, variance: fl
                     ).astype(np.float64)
 
 
+def projected_retained_dimension(values: np.ndarray, energy: np.ndarray,
+                                 variances: np.ndarray, a: float, delta: float,
+                                 threshold: float | Sequence[float] = _phase.LOSS_FRACTION
+                                 ) -> np.ndarray:
+    """The "projection" count from a singular system already computed.
+
+    values (..., n): singular values (or absolute eigenvalues of a symmetric J), 1/units^2;
+    energy (..., n, K): ``|U_k^T q_i|^2``, the energy of direction i in subspace k;
+    variances (K,): per-subspace variances (:func:`effective_subspace_variances`).
+    Returns ``count_k = sum_i [f_k(sigma_i) >= threshold] energy_ik``, (..., K) for a scalar
+    threshold, (..., L, K) for L thresholds. Used where J is known only in a reduced frame
+    (:func:`geomem.numerics.sample_empirical_jacobians`).
+    """
+    values, energy = np.asarray(values, np.float64), np.asarray(energy, np.float64)
+    scalar = np.ndim(threshold) == 0
+    thresholds = np.atleast_1d(np.asarray(threshold, dtype=np.float64))
+    out = np.stack([np.sum(_retained_indicator(values, a, delta, float(v), thresholds)
+                           * energy[..., k], axis=-1) for k, v in enumerate(variances)], -1)
+    out = np.moveaxis(out, 0, -2)  # (..., L, K)
+    return out[..., 0, :] if scalar else out
+
+
 def subspace_retained_dimension(J: np.ndarray, model: LinearManifold, a: float, delta: float,
                                 *, definition: str = DEFAULT_DEFINITION,
                                 threshold: float | Sequence[float] = _phase.LOSS_FRACTION
@@ -113,21 +136,21 @@ def subspace_retained_dimension(J: np.ndarray, model: LinearManifold, a: float, 
     out = np.empty((len(thresholds),) + J.shape[:-2] + (K,))
     if definition == "projection":
         _, sv, vh = np.linalg.svd(J)  # vh[..., i, :] = q_i^T
+        energy = np.stack([np.sum((vh @ model.subspace_basis(k)) ** 2, axis=-1)
+                           for k in range(K)], axis=-1)  # (..., d, K): |U_k^T q_i|^2
+        counts = projected_retained_dimension(sv, energy, variances, a, delta, thresholds)
+        return counts[..., 0, :] if scalar else counts
     for k in range(K):
         U = model.subspace_basis(k)
         if definition == "restriction":
             values = np.linalg.svd(J @ U, compute_uv=False)  # (..., m_k)
             out[..., k] = _retained_indicator(values, a, delta, variances[k], thresholds
                                               ).sum(axis=-1)
-        elif definition == "compression":
+        else:  # compression
             block = np.swapaxes(U, 0, 1) @ J @ U
             values = np.abs(np.linalg.eigvalsh(0.5 * (block + np.swapaxes(block, -1, -2))))
             out[..., k] = _retained_indicator(values, a, delta, variances[k], thresholds
                                               ).sum(axis=-1)
-        else:
-            energy = np.sum((vh @ U) ** 2, axis=-1)  # (..., d): |U_k^T q_i|^2
-            kept = _retained_indicator(sv, a, delta, variances[k], thresholds)
-            out[..., k] = np.sum(kept * energy, axis=-1)
     out = np.moveaxis(out, 0, -2)  # (..., L, K)
     return out[..., 0, :] if scalar else out
 

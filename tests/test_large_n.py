@@ -22,6 +22,7 @@ from geomem.numerics import jacobian_spectrum
 from geomem.numerics._large_n_head import Head, draw_band
 from geomem.numerics._large_n_stats import finish_draw, tail_statistics
 from geomem.numerics.large_n import sample_empirical_jacobians
+from geomem.numerics.retained import subspace_retained_dimension
 from geomem.theory import LinearManifold, finite_n_expectations
 from geomem.theory.energy_tails import energy_log_cdf, truncated_moments
 from geomem.theory.schedules import get_schedule
@@ -112,8 +113,20 @@ def test_truncated_moments_match_monte_carlo_off_centre():
 
 
 # ----------------------------------------------------------------------------- the sampler
+def _explicit_jacobian(x, y, a, delta):
+    """The empirical-score Jacobian (d, d) at x (d,) of training points y (n, d), built
+    directly: -I/Delta + (a^2/Delta^2) Cov_w(y), weights softmax(-|x - a y|^2 / 2 Delta)."""
+    log_w = -np.sum((x - a * y) ** 2, axis=1) / (2 * delta)
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    centred = y - w @ y
+    cov = (centred.T * w) @ centred
+    return -np.eye(y.shape[1]) / delta + (a**2 / delta**2) * cov
+
+
 def _brute_force(model, t, n_train, schedule, draws, seed):
-    """sum_w2, subspace traces and eigenvalues of `draws` explicit training sets."""
+    """sum_w2, subspace traces, eigenvalues and retained dimensions (projection) of `draws`
+    explicit training sets."""
     sch = get_schedule(schedule)
     a, delta = float(sch.a(t)), float(sch.delta(t))
     rng = np.random.default_rng(seed)
@@ -123,16 +136,23 @@ def _brute_force(model, t, n_train, schedule, draws, seed):
         y = model.sample(n_train, rng)
         x = a * model.sample(1, rng) + math.sqrt(delta) * rng.standard_normal((1, model.d))
         spec = jacobian_spectrum(x, y, a=a, delta=delta, subspaces=bases)
-        rows.append((spec.sum_w2[0], spec.subspace_traces[0], spec.eigenvalues[0]))
+        retained = subspace_retained_dimension(_explicit_jacobian(x[0], y, a, delta), model,
+                                               a, delta)
+        rows.append((spec.sum_w2[0], spec.subspace_traces[0], spec.eigenvalues[0], retained))
     return [np.asarray(col) for col in zip(*rows, strict=False)]
 
 
 def _ks_agree(sampled, brute):
-    sw2, traces, eig = brute
+    sw2, traces, eig, retained = brute
     pvalues = [stats.ks_2samp(sampled.sum_w2, sw2).pvalue]
     pvalues += [stats.ks_2samp(sampled.subspace_traces[:, k], traces[:, k]).pvalue
                 for k in range(traces.shape[1])]
     pvalues.append(stats.ks_2samp(sampled.eigenvalues[:, -1], eig[:, -1]).pvalue)
+    # retained counts are near-discrete (mostly integers): compare means by Welch's t-test
+    pvalues += [stats.ttest_ind(sampled.retained_dimension[:, k], retained[:, k],
+                                equal_var=False).pvalue
+                for k in range(retained.shape[1])
+                if np.ptp(np.r_[sampled.retained_dimension[:, k], retained[:, k]]) > 0]
     assert min(pvalues) > KS_LEVEL, pvalues
 
 
@@ -183,12 +203,21 @@ def test_assembly_equals_the_kernel_on_the_same_points():
     assert row[3] == pytest.approx(spec.entropy[0], rel=1e-10)
     assert row[4] == pytest.approx(spec.max_weight[0], rel=1e-12)
     np.testing.assert_allclose(row[5], spec.subspace_traces[0], rtol=ASSEMBLY_RTOL)
+    J = _explicit_jacobian(x[0], y, a, delta)
+    model = LinearManifold(9, dims=(2, 5), stds=tuple(stds))  # axis basis, as the frame
+    for threshold in (0.3, 0.5, 0.7):
+        row_th = finish_draw(stats_, head, 2, 9, b, m, lam, stds, a, delta, math.inf,
+                             threshold)
+        np.testing.assert_allclose(
+            row_th[-1], subspace_retained_dimension(J, model, a, delta, threshold=threshold),
+            atol=ASSEMBLY_RTOL)
 
 
-def _assert_means_match(sampled, exact):
-    for values, target in [(sampled.sum_w2, float(exact.sum_w2)),
-                           *[(sampled.subspace_traces[:, k], float(exact.subspace_trace[k]))
-                             for k in range(2)]]:
+def _assert_means_match(sampled, exact, *, weights=True):
+    pairs = [(sampled.subspace_traces[:, k], float(exact.subspace_trace[k])) for k in range(2)]
+    if weights:
+        pairs.append((sampled.sum_w2, float(exact.sum_w2)))
+    for values, target in pairs:
         se = values.std(ddof=1) / math.sqrt(values.size)
         assert abs(values.mean() - target) <= CI_Z * se + 1e-3 * abs(target), (
             values.mean(), se, target)
@@ -210,6 +239,21 @@ def test_means_at_fresh_points_match_the_exact_theory(n_train, t, schedule):
     sampled = sample_empirical_jacobians(FIG4, t, n_train, schedule, draws=400, seed=12)
     _assert_means_match(sampled, finite_n_expectations(FIG4, t, n_train, schedule,
                                                        n_nodes=10))
+
+
+@pytest.mark.parametrize("n_train", [1e20, 1e30])
+def test_exact_theory_at_large_d_and_n_matches_the_sampler(n_train):
+    """d = 100 at N = 1e20 and 1e30 (the large-d command's regime): the exact theory's fresh
+    point means against the sampler's. With ln phi = log(1 - Q) the exact theory returned
+    traces of -3e5 and sum w^2 = 2.5 here (phi^N = 1 where Q < 1e-16). Traces only: here
+    E[sum w^2] (~1e-6, 1e-14) is carried by draws rarer than 1 in 150 (one point near x)."""
+    model = LinearManifold(100, dims=(7, 17), stds=(1.0, 0.3))
+    t = 0.0173
+    exact = finite_n_expectations(model, t, n_train, "vp", n_nodes=6)
+    assert 0.0 < float(exact.sum_w2) <= 1.0
+    sampled = sample_empirical_jacobians(model, t, n_train, "vp", draws=150, seed=13,
+                                         tol=1e-2)
+    _assert_means_match(sampled, exact, weights=False)
 
 
 def test_small_n_draws_every_point_and_is_seeded():

@@ -77,8 +77,11 @@ _SELF_FINE_REACH = 42.0
 _SELF_DEAD_R = 7.0
 #: r range of the fine contour zone with a self weight (e^r e^{-e^r} < e^{-40} outside)
 _SELF_ZONE = (-40.0, 5.0)
-#: ln phi on side H by log1p (True) or, as before, log(1 - Q) (False: loses N * 1e-16)
-_LOG1P_PHI = False
+#: ln phi on side H by log1p (True) or, as before, log(1 - Q) (False: loses N * 1e-16, which
+#: at N >= 1e20 turns phi^N = e^{-N Q} into 1 and the expectations into garbage)
+_LOG1P_PHI = True
+#: ln phi is floored here (phi = 1e-300): phi^N is then 0 for every N >= 2
+_LOG_PHI_FLOOR = math.log(1e-300)
 #: an ell grid extension stops when the last nodes contribute below this relative amount
 _TAIL_RTOL = 1e-15
 
@@ -186,10 +189,12 @@ def _contour_terms(side, b, m, lam, s, n, n_tangent, v, steps, self_cut=None):
     # ln phi: on side H phi = 1 - Q with Q as small as 1/N, so log1p keeps (N - 1) ln phi
     # exact; the old log(1 - Q) lost N * 1e-16 there (see _LOG1P_PHI)
     if side == "H" and _LOG1P_PHI:
-        log_phi = np.log1p(-np.clip(main, 0.0, 1.0))
+        # floored as below: phi = 0 (Q = 1) must not give (N - 1) * -inf = NaN at N = 1
+        with np.errstate(divide="ignore"):
+            log_phi = np.maximum(np.log1p(-np.clip(main, 0.0, 1.0)), _LOG_PHI_FLOOR)
     else:
         phi = 1.0 - main if side == "H" else main
-        log_phi = np.log(np.clip(phi, 1e-300, 1.0))
+        log_phi = np.log(np.clip(phi, np.exp(_LOG_PHI_FLOOR), 1.0))
     sc = scale[..., None]
     terms = _weighted_sums(n, n_tangent, dr, log_phi, lines[:, 2][None] * scale,
                            lines[:, 3:3 + k][None] * sc, lines[:, 3 + k:3 + 2 * k][None] * sc,

@@ -97,7 +97,6 @@ def _weighted_sums(n, n_tangent, dr, log_phi, ag2, ag_q, ag2_q, ag_l, r, self_cu
     """
     base = n * dr
     pw1 = np.exp((n - 1.0) * log_phi)
-    pw2 = np.exp(max(n - 2.0, 0.0) * log_phi)
     if self_cut is not None:
         # e^{-e^r}: exactly 1 below r ~ -37 and 0 above r ~ 6.6 in float64
         rc = np.minimum(r, _SELF_DEAD_R)
@@ -106,9 +105,14 @@ def _weighted_sums(n, n_tangent, dr, log_phi, ag2, ag_q, ag2_q, ag_l, r, self_cu
     terms = np.empty(log_phi.shape + (1 + 3 * n_tangent + int(self_cut is not None),))
     terms[..., 0] = base * ag2 * pw1
     terms[..., 1:1 + n_tangent] = (base * pw1)[..., None] * ag_q
-    terms[..., 1 + n_tangent:1 + 2 * n_tangent] = ((base * pw1)[..., None] * ag2_q
-                                                   + ((n - 1.0) * base * pw2)[..., None]
-                                                   * ag_l**2)
+    # N (N - 1) AGl^2 phi^{N-2} in log scale: N^2 alone overflows beyond N ~ 1e154
+    pair = np.zeros_like(ag_l)
+    if n > 1:
+        with np.errstate(divide="ignore"):
+            log_pair = (np.log(np.abs(base)) + math.log(n - 1.0) + max(n - 2.0, 0.0) * log_phi
+                        )[..., None] + 2.0 * np.log(np.abs(ag_l))
+        pair = np.sign(base)[..., None] * np.exp(log_pair)
+    terms[..., 1 + n_tangent:1 + 2 * n_tangent] = (base * pw1)[..., None] * ag2_q + pair
     terms[..., 1 + 2 * n_tangent:1 + 3 * n_tangent] = (base * pw1)[..., None] * ag_l
     if self_cut is not None:
         rise = 0.5 * special.erfc(-(r - self_cut) / _SERIES_WIDTH)     # 1 - the step

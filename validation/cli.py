@@ -50,6 +50,7 @@ COMMAND_MODULES = [
     "lid_benchmark",
     "speciation",
     "analytic_comparison",
+    "large_d",
     # COMMANDS-END
 ]
 

@@ -165,9 +165,9 @@ def _series_terms(b, m, lam, s, n, n_tangent, r, step, self_cut=None):
     ag2_q = np.einsum("pjk,pkg->pjg", t2, rho_sq[:, 1:-1])
     # trust: |sum| not far below sum |terms| (for Q and A_G2), and the series has converged
     total_abs = np.sum(term / k, axis=-1)
-    cancel = np.maximum(total_abs / np.abs(q_tail), np.sum(np.abs(t2), -1) / np.abs(ag2))
     converged = term[..., -1] <= _SERIES_TAIL_RTOL * np.sum(term, axis=-1)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0/0: an all-zero node, untrusted
+        cancel = np.maximum(total_abs / np.abs(q_tail), np.sum(np.abs(t2), -1) / np.abs(ag2))
         valid = (cancel < _SERIES_MAX_CANCEL) & converged & (q_tail < 1.0)
     with np.errstate(over="ignore", invalid="ignore"):  # untrusted nodes are masked later
         terms = _weighted_sums(n, n_tangent, step, log_phi, ag2, ag_q, ag2_q, ag_l, r,

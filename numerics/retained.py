@@ -103,6 +103,10 @@ def projected_retained_dimension(values: np.ndarray, energy: np.ndarray,
     (:func:`geomem.numerics.sample_empirical_jacobians`).
     """
     values, energy = np.asarray(values, np.float64), np.asarray(energy, np.float64)
+    variances = np.atleast_1d(np.asarray(variances, np.float64))
+    if energy.shape != values.shape + variances.shape:
+        raise ValueError(f"energy must have shape values.shape + (K,) = "
+                         f"{values.shape + variances.shape}, got {energy.shape}")
     scalar = np.ndim(threshold) == 0
     thresholds = np.atleast_1d(np.asarray(threshold, dtype=np.float64))
     out = np.stack([np.sum(_retained_indicator(values, a, delta, float(v), thresholds)

@@ -360,7 +360,8 @@ NUMERICS_CASES: dict[str, Case] = {
         numerics.sample_empirical_jacobians,
         {"model": [LinearManifold(6, (1, 2), stds=(1.0, 0.3))], "t": [1e-3, 0.05],
          "n_train": [10, 1e6, 1e30], "schedule": ["vp", "ve"], "x": ["fresh", "origin"],
-         "draws": [1, 2], "seed": [0], "tol": [1e-3, 0.1], "max_head": [64, 4096]},
+         "draws": [1, 2], "seed": [0], "tol": [1e-3, 0.1], "max_head": [64, 4096],
+         "threshold": [0.3, 0.5]},
         lambda kw, out: out.eigenvalues.shape == (kw["draws"], 6), slow=True,
         # documented: cutoff is inf when every point is drawn; the participation ratio is
         # inf only where sum w^2 underflows
@@ -399,6 +400,7 @@ NOT_FUZZED = {
     "train_or_load_score": "trains a network", "train_score_model": "trains a network",
     "estimator_retained_dimension": "needs a trained network (test_retained)",
     "subspace_retained_dimension": "needs Jacobian spectra (test_retained)",
+    "projected_retained_dimension": "equals subspace_retained_dimension (test_large_n)",
     "FlipdEstimate": "result type",
     "CloningResult": "result type",
     # issue-13 analytic denoisers: brute-force, limit, symmetry and bad-input tests in

@@ -170,9 +170,11 @@ def test_sampler_matches_brute_force_distributions(t, n_train):
     (30, 0.03, 100_000, "vp"), (100, 0.01, 100_000, "vp"), (30, 0.02, 10_000, "ve"),
     (100, 0.005, 30_000, "ve")])
 def test_sampler_matches_brute_force_at_large_n(d, t, n_train, schedule):
+    """tol 1e-2 and max_head 16384, as `geomem large-d` uses them (at tol 1e-3 the
+    intermediate case d = 30, t = 0.03, N = 1e5 needs more than 4096 head points)."""
     model = LinearManifold(d, dims=(d // 15, d // 6), stds=(1.0, 0.3))
     sampled = sample_empirical_jacobians(model, t, n_train, schedule, draws=300, seed=3,
-                                         max_head=4096)
+                                         tol=1e-2, max_head=16384)
     _ks_agree(sampled, _brute_force(model, t, n_train, schedule, 300, seed=4))
 
 
@@ -236,9 +238,11 @@ def test_means_at_the_origin_match_the_exact_theory(n_train, t):
 @pytest.mark.parametrize("n_train, t, schedule", [
     (10**6, 1e-3, "vp"), (10**10, 1e-4, "vp"), (1e30, 1e-3, "vp"), (10**6, 1e-3, "ve")])
 def test_means_at_fresh_points_match_the_exact_theory(n_train, t, schedule):
+    """At N = 1e30 traces only: E[sum w^2] (3.6e-20) is carried by fresh points with a
+    training point unusually close, rarer than 1 in 400 draws (the sample mean is 4e-22)."""
     sampled = sample_empirical_jacobians(FIG4, t, n_train, schedule, draws=400, seed=12)
     _assert_means_match(sampled, finite_n_expectations(FIG4, t, n_train, schedule,
-                                                       n_nodes=10))
+                                                       n_nodes=10), weights=n_train < 1e20)
 
 
 @pytest.mark.parametrize("n_train", [1e20, 1e30])

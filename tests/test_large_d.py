@@ -57,7 +57,7 @@ def test_band_crossing_brackets_the_mid_curve():
     assert band_crossing(t, mid + 5, mid + 5, mid + 5, 0.5)[3] == "not_lost"
 
 
-@pytest.mark.parametrize("t", [0.0112, 0.0173])
+@pytest.mark.parametrize("t", [pytest.param(0.0112, marks=pytest.mark.slow), 0.0173])
 def test_command_tolerance_keeps_the_retained_counts(t):
     """The command's tol (1e-2) against 1e-3 at d = 100, N = e^23 around t_C."""
     model = large_d_model(100)
@@ -75,13 +75,14 @@ def test_command_tolerance_keeps_the_retained_counts(t):
 
 def test_cli_quick_writes_outputs_and_resumes(tmp_path):
     out = tmp_path / "ld"
-    args = ("large-d", "--quick", "--workers", "1", "--out", out)
+    # the exact overlay is checked against the sampler in test_large_n (it dominates the time)
+    args = ("large-d", "--quick", "--no-exact", "--workers", "1", "--out", out)
     result = _invoke(*args)
     assert "| VP | 100 |" in result.output
     for ext in ("png", "pdf"):
         assert (out / f"large_d.{ext}").stat().st_size > 1000
     curves = list(csv.DictReader((out / "large_d.csv").open()))
-    assert {r["source"] for r in curves} == {"per_point", "mean_jacobian", "exact", "rem"}
+    assert {r["source"] for r in curves} == {"per_point", "mean_jacobian", "rem"}
     per_point = [r for r in curves if r["source"] == "per_point"]
     values = np.array([float(r["value"]) for r in per_point])
     assert np.all((values >= 0) & (values <= 1))
@@ -93,14 +94,15 @@ def test_cli_quick_writes_outputs_and_resumes(tmp_path):
     losses = list(csv.DictReader((out / "gap_loss.csv").open()))
     assert {(r["d"], r["subspace"], r["source"]) for r in losses} == {
         (d, k, s) for d in ("30", "100") for k in ("1", "2")
-        for s in ("per_point", "mean_jacobian", "exact", "rem")}
+        for s in ("per_point", "mean_jacobian", "rem")}
     t_c = {r["d"]: float(r["t_collapse"]) for r in losses}
     assert t_c["30"] == pytest.approx(0.0153, rel=0.01)
     record = json.loads((out / "record.json").read_text())
     assert record["parameters"]["tol"] == DEFAULT_TOL and "git_revision" in record
+    assert record["parameters"]["exact"] is False
     before = {n: (out / f"{n}.csv").read_bytes() for n in ("large_d", "gap_loss", "order")}
     cache = sorted((out / "cache").glob("*.json"))
-    for path in cache[::3]:
+    for path in cache[::5]:          # an interruption: a few finished points lost
         path.unlink()
     _invoke(*args)
     for name, data in before.items():

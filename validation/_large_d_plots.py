@@ -114,7 +114,8 @@ def summary_markdown(losses, order_rows) -> str:
         key = {"schedule": order["schedule"], "d": order["d"]}
 
         def cell(source, k, key=key):
-            return _fmt(_select(losses, **key, subspace=k, source=source)[0])
+            found = _select(losses, **key, subspace=k, source=source)
+            return _fmt(found[0]) if found else "not run"
         ratio = (f"{order['ratio']:.2f} [{order['ratio_ci_low']:.2f}, "
                  f"{order['ratio_ci_high']:.2f}]" if math.isfinite(order["ratio_ci_low"])
                  else f"{order['ratio']:.2f}")

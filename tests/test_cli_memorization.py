@@ -69,7 +69,9 @@ def _children_alive(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+# SIGTERM is slow-marked here: test_interrupts covers it for process pools in the default suite
+@pytest.mark.parametrize("signum", [signal.SIGINT,
+                                    pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_interrupt_stops_workers_and_the_rerun_resumes_training(tmp_path, signum):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "geomem.validation.cli", "memorization", "--quick",

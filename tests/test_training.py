@@ -196,12 +196,13 @@ def test_paper_preset():
     assert TrainingConfig().schedule == "GeometricVE"       # the contract's schedule name
 
 
-def test_fast_protocol_memorizes_small_n_and_not_large_n():
-    # the issue's contract: 10k steps of the default protocol on Figure-4 generator data; at
-    # training points + noise, sigma = 0.02, count the denoiser-Jacobian singular values > 0.5
+def _kept_dimensions(steps: int) -> list[float]:
+    """Mean count of denoiser-Jacobian singular values > 0.5 at training points + noise
+    (sigma = 0.02) after ``steps`` of the default protocol on Figure-4 generator data, for the
+    networks of N = 16 and N = 1024 (7 tangent dimensions)."""
     model = LinearManifold.figure4()
     data = [model.sample(n, np.random.default_rng(n)) for n in (16, 1024)]
-    run = train_ensemble(data, TrainingConfig(steps=10_000), [0, 0])
+    run = train_ensemble(data, TrainingConfig(steps=steps), [0, 0])
     sigma = 0.02
     kept = []
     for i, Y in enumerate(data):
@@ -209,8 +210,24 @@ def test_fast_protocol_memorizes_small_n_and_not_large_n():
         X = Y[:32] + sigma * np.random.default_rng(1).standard_normal((min(32, len(Y)), 30))
         J = score_jacobians(net.score, X, time_of_sigma(net.schedule, sigma))
         kept.append(float(denoiser_rank(J, 1.0, sigma**2).mean()))
+    return kept
+
+
+@pytest.mark.slow
+def test_fast_protocol_memorizes_small_n_and_not_large_n():
+    # the issue's contract: 10k steps; N = 16 keeps <= 2 of 7 dimensions, N = 1024 >= 5
+    kept = _kept_dimensions(10_000)
     assert kept[0] <= 2.0, kept
     assert kept[1] >= 5.0, kept
+
+
+def test_quarter_protocol_already_loses_dimensions_at_small_n():
+    # the default suite's version: after 2500 of the 10k steps the N = 16 network has lost
+    # about 2.4 of its 7 dimensions (4.56 measured) while N = 1024 keeps all 7 (7.0); broken
+    # training or a score that ignores N leaves both near 7
+    kept = _kept_dimensions(2500)
+    assert kept[0] <= 5.5, kept
+    assert kept[1] >= 6.5, kept
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -29,7 +29,7 @@ All models are differentiable torch functions: ``jacobian`` gives dD/dy by autod
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from geomem.theory._checks import check_choice, check_int, check_positive, check_real
 
+from ._patch_posterior import patch_moments
 from .linear_denoiser import WienerDenoiser
 
 __all__ = [
@@ -345,7 +346,49 @@ class EquivariantPatchPosteriorMean(AnalyticDenoiser):
         window = tiled[:, :, top:top + h + 2 * r, left:left + w + 2 * r]
         return F.unfold(window, self.patch_size).transpose(1, 2)
 
+    def _pool(self, patch_block: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Training patches (M, C P^2) and their centres (M, C), whole images at a time."""
+        c, h, w = self.shape
+        step = max(1, patch_block // (h * w))
+        for start in range(0, self.n_train, step):
+            xc = self.images[start:start + step]
+            yield (self._patches(xc).reshape(-1, c * self.patch_size ** 2),
+                   xc.permute(0, 2, 3, 1).reshape(-1, c))
+
+    def _moments(self, y: torch.Tensor, sigma: torch.Tensor, covariance: bool
+                 ) -> dict[str, torch.Tensor]:
+        yp = self._patches(y)                                        # (B, HW, C P^2)
+        inv = (1.0 / (2 * sigma ** 2)).repeat_interleave(yp.shape[1])
+        return patch_moments(yp.reshape(-1, yp.shape[2]), inv, self._pool,
+                             covariance=covariance)
+
+    def jacobian(self, y: Any, sigma: float) -> torch.Tensor:
+        """dD/dy (B, d, d) in closed form: output pixel i depends on the noisy patch around
+        it only, through ``(E_w[c q^T] - E_w[c] E_w[q]^T) / sigma^2`` (the posterior
+        covariance of centre and patch), placed at the patch's circular positions (summed
+        where a patch larger than the image wraps onto itself). One pass over the patch
+        pool for all images, where autodiff would need one per output pixel."""
+        y_t, s_t = self._check(y, sigma)
+        c, h, w = self.shape
+        m = self._moments(y_t, s_t, covariance=True)
+        k = m["patch"].shape[1]
+        cov = m["value_patch"] - m["value"][:, :, None] * m["patch"][:, None, :]
+        cov = cov * (1.0 / s_t ** 2).repeat_interleave(h * w)[:, None, None]    # (B HW, C, K)
+        # input pixel index of every (output pixel, patch entry): the patch's own layout
+        index = torch.arange(self.d, dtype=torch.float64, device=self.device)
+        source = self._patches(index.reshape(1, *self.shape))[0].long()          # (HW, K)
+        rows = (torch.arange(c, device=self.device)[None, :, None] * (h * w)
+                + torch.arange(h * w, device=self.device)[:, None, None])       # (HW, C, 1)
+        flat = (rows * self.d + source[:, None, :]).expand(h * w, c, k).reshape(-1)
+        jac = torch.zeros(len(y_t), self.d * self.d, dtype=torch.float64, device=self.device)
+        jac.index_add_(1, flat, cov.reshape(len(y_t), -1))
+        return jac.reshape(len(y_t), self.d, self.d)
+
     def _denoise(self, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_grad_enabled() and y.requires_grad):
+            # the fast blocked route; the differentiable one below is its autodiff reference
+            value = self._moments(y, sigma, covariance=False)["value"]       # (B HW, C)
+            return value.reshape(len(y), *self.shape[1:], -1).permute(0, 3, 1, 2)
         c, h, w = self.shape
         yp = self._patches(y)                                        # (B, HW, C P^2)
         y2, inv = (yp * yp).sum(2, keepdim=True), 1.0 / (2 * sigma[:, None, None] ** 2)

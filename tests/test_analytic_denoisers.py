@@ -7,7 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from geomem.numerics import _patch_posterior
 from geomem.numerics.analytic_denoisers import (
+    AnalyticDenoiser,
     EmpiricalPosteriorMean,
     EquivariantPatchPosteriorMean,
     GaussianPosteriorMean,
@@ -23,6 +25,8 @@ from geomem.theory import GaussianMixture
 EXACT = 1e-10
 #: the smallest budget allowed (1 MiB): forces many chunks, so the streaming sum is exercised
 SMALL_MEMORY = 2**20
+#: closed-form against autodiff Jacobians: entries O(1 / sigma^2), sums of a few hundred terms
+JACOBIAN = 1e-9
 
 
 def _data(n=7, c=1, h=5, w=5, b=3, sigma=0.7, seed=0):
@@ -162,6 +166,33 @@ def test_els_equals_brute_force(seed, p, sigma):
     x, y = _data(n=3, c=2, h=4, w=3, b=2, sigma=sigma, seed=seed)
     got = EquivariantPatchPosteriorMean(x, p, memory_bytes=SMALL_MEMORY)(y, sigma)
     np.testing.assert_allclose(got, _brute_els(x, y, sigma, p), rtol=EXACT, atol=EXACT)
+
+
+@pytest.mark.parametrize("p, c, seed", [(1, 1, 0), (3, 2, 1), (5, 1, 2), (7, 2, 3)])
+def test_els_fast_route_equals_the_differentiable_route(monkeypatch, p, c, seed):
+    """The blocked kernel (used without gradients) against the streaming autodiff route, with
+    blocks of 2 rows and 1 image so that every running-max rescaling is exercised; per-image
+    sigma, and patches that wrap (P = 5, 7 on 5 x 4 images)."""
+    monkeypatch.setattr(_patch_posterior, "ROW_BLOCK", 2)
+    monkeypatch.setattr(_patch_posterior, "PATCH_BLOCK", 1)
+    x, y = _data(n=4, c=c, h=5, w=4, b=3, seed=seed)
+    sigma = np.array([0.3, 0.8, 1.5])
+    den = EquivariantPatchPosteriorMean(x, p)
+    y_t = torch.as_tensor(y).requires_grad_()
+    with torch.enable_grad():
+        reference = den._denoise(y_t, torch.as_tensor(sigma)).detach().numpy()
+    np.testing.assert_allclose(den(y, sigma), reference, rtol=EXACT, atol=EXACT)
+
+
+@pytest.mark.parametrize("p, c", [(3, 1), (3, 2), (7, 1)])
+def test_els_closed_form_jacobian_equals_autodiff(p, c):
+    # the posterior-covariance Jacobian against reverse-mode autodiff of the differentiable
+    # route (AnalyticDenoiser.jacobian); P = 7 wraps onto itself on 5 x 5 images
+    x, y = _data(n=4, c=c, h=5, w=5, b=2, seed=7)
+    den = EquivariantPatchPosteriorMean(x, p)
+    np.testing.assert_allclose(den.jacobian(y, 0.6).numpy(),
+                               AnalyticDenoiser.jacobian(den, y, 0.6).numpy(),
+                               rtol=JACOBIAN, atol=JACOBIAN)
 
 
 def test_els_commutes_with_circular_shifts():

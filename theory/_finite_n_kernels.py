@@ -31,12 +31,10 @@ import math
 import numpy as np
 from numba import njit
 
+from ._line_kernels import _HALF_LOG_2PI, stirling_parts
+
 __all__ = ["contour_nodes", "saddle_targets"]
 
-#: Stirling coefficients B_2k / (2k (2k - 1)), k = 1..8 (as in `_line_kernels`)
-_STIRLING = np.array([1 / 12, -1 / 360, 1 / 1260, -1 / 1680, 1 / 1188, -691 / 360360,
-                      1 / 156, -3617 / 122400])
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 #: the tau sum stops when its provable tail is below this fraction of every output's sum of
 #: magnitudes (measured: results move by < 1e-15 relative)
 _TAIL_TOL = 1e-18
@@ -207,19 +205,9 @@ def _l1(z):
 
 @njit(cache=True)
 def _loggamma_shifted(z):
-    """``(l, p)`` with Gamma(z) = exp(l) / p: upward recurrence to |z| >= 10, Stirling there
-    (the same series as `_line_kernels._loggamma`, without the log of the product p)."""
-    product = 1.0 + 0.0j
-    while z.real * z.real + z.imag * z.imag < 100.0:
-        product *= z
-        z += 1.0
-    inv = 1.0 / z
-    inv2 = inv * inv
-    series = 0.0 + 0.0j
-    power = inv
-    for k in range(_STIRLING.size):
-        series += _STIRLING[k] * power
-        power *= inv2
+    """``(l, p)`` with Gamma(z) = exp(l) / p (the log of the product p is left to the caller,
+    which divides by p instead)."""
+    z, series, product = stirling_parts(z)
     return (z - 0.5) * _clog(z) - z + _HALF_LOG_2PI + series, product
 
 

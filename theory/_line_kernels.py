@@ -26,10 +26,12 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 @njit(cache=True)
-def _loggamma(z):
-    """log Gamma(z) up to a multiple of 2 pi i (only exp() of it is used)."""
+def stirling_parts(z):
+    """``(z', series, product)`` with ``log Gamma(z) = (z' - 1/2) log z' - z' + log(2 pi) / 2
+    + series - log(product)``: upward recurrence to |z'| >= 10, where the Stirling series
+    (to z'^-15) is at float64 precision. Callers take the logs (each has its fastest one)."""
     product = 1.0 + 0.0j
-    while abs(z) < 10.0:
+    while z.real * z.real + z.imag * z.imag < 100.0:
         product *= z
         z += 1.0
     inv = 1.0 / z
@@ -39,6 +41,13 @@ def _loggamma(z):
     for k in range(_STIRLING.size):
         series += _STIRLING[k] * power
         power *= inv2
+    return z, series, product
+
+
+@njit(cache=True)
+def _loggamma(z):
+    """log Gamma(z) up to a multiple of 2 pi i (only exp() of it is used)."""
+    z, series, product = stirling_parts(z)
     return (z - 0.5) * cmath.log(z) - z + _HALF_LOG_2PI + series - cmath.log(product)
 
 

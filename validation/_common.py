@@ -118,15 +118,34 @@ def parse_choices(name: str, text: str, allowed: Sequence[str]) -> list[str]:
     return values
 
 
-def parse_ints(name: str, text: str, *, minimum: int = 1) -> list[int]:
-    """A comma-separated list of integers >= ``minimum``."""
+def parse_schedule_names(name: str, text: str, allowed: Sequence[str]) -> list[str]:
+    """Comma-separated distinct schedule names among ``allowed``, case-insensitive."""
+    values = [v.strip().upper() for v in str(text).split(",") if v.strip()]
+    if not values or any(v not in allowed for v in values) or len(set(values)) < len(values):
+        raise bad_option(name, f"expected distinct names among {', '.join(allowed)}, "
+                               f"got {text!r}")
+    return values
+
+
+def parse_ints(name: str, text: str, *, minimum: int = 1, distinct: bool = False
+               ) -> list[int]:
+    """A comma-separated list of integers >= ``minimum`` (no repeats when ``distinct``)."""
     try:
         values = [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError as err:
         raise bad_option(name, f"expected comma-separated integers, got {text!r}") from err
     if not values or min(values) < minimum:
         raise bad_option(name, f"expected integers >= {minimum}, got {text!r}")
+    if distinct and len(set(values)) < len(values):
+        raise bad_option(name, f"expected distinct values, got {text!r}")
     return values
+
+
+def positive_finite(name: str, value: float) -> float:
+    """``value`` if it is finite and > 0, else the option's one-line error."""
+    if not (value > 0 and np.isfinite(value)):
+        raise bad_option(name, f"need a finite value > 0, got {value!r}")
+    return value
 
 
 def mean_ci(group_means: Sequence[float] | np.ndarray) -> tuple[float, float, float]:

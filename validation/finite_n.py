@@ -59,6 +59,8 @@ from ._common import (
     default_out,
     parse_floats,
     parse_ints,
+    parse_schedule_names,
+    positive_finite,
     pyplot,
     summarize,
 )
@@ -329,20 +331,13 @@ def register(app: typer.Typer) -> None:
         dask_workers: DaskWorkersOption = None,
     ) -> None:
         """Exact finite-N E(sum w^2) and Delta E(J) per subspace vs Monte Carlo vs the REM."""
-        d_list = parse_ints("--ds", ds, minimum=2)
-        if len(set(d_list)) < len(d_list):
-            raise bad_option("--ds", f"expected distinct dimensions, got {ds!r}")
+        d_list = parse_ints("--ds", ds, minimum=2, distinct=True)
         for d in d_list:
             checked("--ds", finite_n_model, d)
-        names = [s.strip() for s in schedules.split(",") if s.strip()]
-        if not names or any(s not in DEFAULT_RANGES for s in names) or len(set(names)) < len(
-                names):
-            raise bad_option("--schedules", f"expected distinct names among "
-                                            f"{', '.join(DEFAULT_RANGES)}, got {schedules!r}")
+        names = parse_schedule_names("--schedules", schedules, tuple(DEFAULT_RANGES))
         ranges = {"VP": _parse_range("--vp-range", vp_range),
                   "VE": _parse_range("--ve-range", ve_range)}
-        if not (per_decade > 0 and np.isfinite(per_decade)):
-            raise bad_option("--per-decade", f"need a finite value > 0, got {per_decade!r}")
+        positive_finite("--per-decade", per_decade)
         sizes = quick_sizes(ctx, quick, {"ds": None, "schedules": None,
                                          "replicates": QUICK["replicates"],
                                          "n_test": QUICK["n_test"], "n_nodes": QUICK["n_nodes"]})

@@ -59,6 +59,8 @@ from ._common import (
     mean_ci,
     paired_log_ratio,
     parse_ints,
+    parse_schedule_names,
+    positive_finite,
     pyplot,
 )
 from ._large_d_plots import large_d_figure, summary_markdown
@@ -358,20 +360,12 @@ def register(app: typer.Typer) -> None:
 
         --quick: d = 30, 100, first schedule, 1.5 times per decade, 3 x 4 draws, except for
         sizes given explicitly."""
-        d_list = parse_ints("--ds", ds, minimum=15)
-        if len(set(d_list)) < len(d_list):
-            raise bad_option("--ds", f"expected distinct dimensions, got {ds!r}")
-        names = [s.strip().upper() for s in schedules.split(",") if s.strip()]
-        if not names or any(s not in DEFAULT_RANGES for s in names) or len(set(names)) < len(
-                names):
-            raise bad_option("--schedules", f"expected distinct names among "
-                                            f"{', '.join(DEFAULT_RANGES)}, got {schedules!r}")
+        d_list = parse_ints("--ds", ds, minimum=15, distinct=True)
+        names = parse_schedule_names("--schedules", schedules, tuple(DEFAULT_RANGES))
         if not (0.0 < tol < 1.0):
             raise bad_option("--tol", f"allowed 0 < tol < 1, got {tol!r}")
-        if not (per_decade > 0 and np.isfinite(per_decade)):
-            raise bad_option("--per-decade", f"need a finite value > 0, got {per_decade!r}")
-        if not (alpha > 0 and np.isfinite(alpha)):
-            raise bad_option("--alpha", f"need a finite alpha > 0, got {alpha!r}")
+        positive_finite("--per-decade", per_decade)
+        positive_finite("--alpha", alpha)
         sizes = quick_sizes(ctx, quick, {"ds": None, "schedules": None,
                                          "per_decade": QUICK["per_decade"],
                                          "replicates": QUICK["replicates"],

@@ -154,7 +154,8 @@ class AnalyticDenoiser:
         """dD/dy at each image of y (B, C, H, W) at one noise level: (B, d, d) float64, by
         reverse-mode autodiff through the model (the streaming sum included), one output pixel
         at a time: vectorising over the d cotangents would multiply the memory of the patch
-        models by d (34 GB for ELS on 16 x 16 images at the default budget)."""
+        models by d (34 GB for ELS on 16 x 16 images at the default budget). ELS overrides it with
+        its closed form."""
         y_t, s_t = self._check(y, sigma)
 
         def flat(v: torch.Tensor) -> torch.Tensor:

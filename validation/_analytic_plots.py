@@ -98,6 +98,10 @@ def plot_patch_sizes(run, rows: list[dict[str, Any]], datasets: Sequence[str],
                 ax.plot([s for s, _ in pts], [v[1] + 0.08 * (k - 1) for _, v in pts], "o-",
                         ms=4, label=f"N = {n}")
             ax.set_xscale("log")
+            # the measured sigmas as plain labels: log minor labels overlap on narrow panels
+            sigmas = sorted({r["sigma"] for r in mine})
+            ax.set_xticks(sigmas, [f"{s:g}" for s in sigmas], fontsize=7)
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
             ax.set_yticks(list(patch_sizes))
             ax.set_xlabel("sigma")
             ax.set_ylabel("best patch side P")

@@ -223,3 +223,35 @@ def test_parallel_pretraining_matches_serial_training(tmp_path):
     with ProcessExecutor(2) as executor:
         pretrain_networks(tmp_path / "par", jobs, executor)   # nothing left to train
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "par").rglob("model.pt")) == before
+
+
+def test_recipe_options_change_only_their_field_per_data_set():
+    # --steps used to replace the digits recipe for every data set, which silently widened
+    # the synthetic sets' network (16 -> 32 channels)
+    from geomem.validation.image_networks import (
+        DEFAULT_CONFIG,
+        QUICK_CONFIG,
+        SYNTHETIC_CONFIG,
+        config_for,
+        configs_with,
+    )
+
+    assert configs_with(["digits", "disks"], {"steps": None}) is None
+    recipes = configs_with(["digits", "disks"], {"steps": 123, "width": None})
+    assert config_for("digits", recipes).width == DEFAULT_CONFIG.width
+    assert config_for("disks", recipes).width == SYNTHETIC_CONFIG.width
+    assert {config_for(n, recipes).steps for n in ("digits", "disks")} == {123}
+    quick = configs_with(["disks"], {"steps": 7}, QUICK_CONFIG)
+    assert config_for("disks", quick).width == QUICK_CONFIG.width
+    assert config_for("disks", quick).steps == 7
+    with pytest.raises(ValueError, match="steps"):
+        configs_with(["digits"], {"steps": 0})
+
+
+@pytest.mark.parametrize("command", ["generalization", "image-dimensions"])
+def test_bad_steps_is_a_one_line_option_error(tmp_path, command):
+    from geomem.validation import image_dimensions
+
+    result = CliRunner().invoke(_app(generalization, image_dimensions),
+                                [command, "--steps", "0", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--steps" in result.output

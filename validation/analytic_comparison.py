@@ -49,7 +49,6 @@ from geomem.numerics.analytic_denoisers import (
     WienerMaskedPosteriorMean,
     square_patch_masks,
 )
-from geomem.numerics.denoiser_training import TrainConfig
 from geomem.numerics.denoisers import denoiser_jacobian
 from geomem.numerics.images import DATASETS
 from geomem.numerics.sampler import sample
@@ -70,6 +69,7 @@ from .image_networks import (
     DATA_SEED,
     QUICK_CONFIG,
     SYNTHETIC_POOL,
+    Recipe,
     config_for,
     plan_pairs,
     pretrain_networks,
@@ -258,7 +258,7 @@ def run_analytic_comparison(out: Path, *, datasets: Sequence[str] = ("digits",),
                             n_values: Sequence[int] | None = None,
                             sigmas: Sequence[float] = DEFAULT_SIGMAS,
                             patch_sizes: Sequence[int] = PATCH_SIZES,
-                            config: TrainConfig | None = None, n_images: int = 32,
+                            config: Recipe = None, n_images: int = 32,
                             n_spectrum: int = 2, size: int = 16,
                             cache_dir: Path | None = None, seed: int = 0,
                             pool: int = SYNTHETIC_POOL, generalization: Path | None = None,

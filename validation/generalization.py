@@ -18,7 +18,6 @@ scale-down is written into record.json.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +25,6 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from geomem.numerics.denoiser_training import TrainConfig
 from geomem.numerics.images import DATASETS, fit_disk
 from geomem.numerics.sampler import cosine_similarity, sample
 
@@ -53,7 +51,9 @@ from .image_networks import (
     QUICK_CONFIG,
     SYNTHETIC_CONFIG,
     SYNTHETIC_POOL,
+    Recipe,
     config_for,
+    configs_with,
     dataset_pool,
     default_n_values,
     disjoint_subsets,
@@ -125,7 +125,7 @@ def _similarities(models, subsets, n_samples: int, seed: int) -> dict[str, Any]:
 
 
 def run_generalization(out: Path, *, datasets: Sequence[str] = ("digits", "disks"),
-                       n_values: Sequence[int] | None = None, config: TrainConfig | None = None,
+                       n_values: Sequence[int] | None = None, config: Recipe = None,
                        n_samples: int = 64, size: int = 16, cache_dir: Path | None = None,
                        data_dir: str | None = None, seed: int = 0, pool: int = SYNTHETIC_POOL,
                        n_rows: int = 3, executor: Any = None) -> dict[str, Any]:
@@ -250,15 +250,14 @@ def register(app: typer.Typer) -> None:
         if samples < 1:
             raise bad_option("--samples", f"must be >= 1, got {samples}")
         grid = parse_ints("--n-values", n_values) if n_values else None
-        config = None
-        if steps is not None or width is not None or arch != DEFAULT_CONFIG.arch:
-            config = checked("--steps/--width/--arch", dataclasses.replace, DEFAULT_CONFIG,
-                             arch=arch, width=width or DEFAULT_CONFIG.width,
-                             steps=steps or DEFAULT_CONFIG.steps)
+        # each option changes only its own field of each data set's recipe
+        changes = {"steps": steps, "width": width,
+                   "arch": arch if arch != DEFAULT_CONFIG.arch else None}
+        config = checked("--steps/--width/--arch", configs_with, names, changes,
+                         QUICK_CONFIG if quick else None)
         pool = SYNTHETIC_POOL
         if quick:
             sizes = quick_sizes(ctx, quick, {"samples": 4, "size": 8})
-            config = config if config is not None else QUICK_CONFIG
             samples, size, pool = sizes["samples"], sizes["size"], 40
             grid = grid or [1, 10]
         out = out or default_out(COMMAND)

@@ -32,7 +32,6 @@ grows (memorization: 0 kept directions at small N).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -57,10 +56,11 @@ from ._common import (
 )
 from .image_networks import (
     DATA_SEED,
-    DEFAULT_CONFIG,
     QUICK_CONFIG,
     SYNTHETIC_POOL,
+    Recipe,
     config_for,
+    configs_with,
     plan_pairs,
     pretrain_networks,
     scale_down_note,
@@ -139,7 +139,7 @@ def skdim_estimates(images: np.ndarray) -> dict[str, float]:
 def run_image_dimensions(out: Path, *, datasets: Sequence[str] = IMAGE_DATASETS,
                          n_values: Sequence[int] | None = None,
                          sigmas: Sequence[float] = (0.05, 0.1, 0.2), n_points: int = 8,
-                         config: TrainConfig | None = None, size: int = 16,
+                         config: Recipe = None, size: int = 16,
                          cache_dir: Path | None = None, seed: int = 0,
                          pool: int = SYNTHETIC_POOL, executor: Any = None) -> dict[str, Any]:
     """Train/load (in parallel through ``executor`` when it has workers), compute (cached per
@@ -316,12 +316,11 @@ def register(app: typer.Typer) -> None:
             raise bad_option("--points", f"must be >= 1, got {points}")
         sig = parse_floats("--sigmas", sigmas)
         grid = parse_ints("--n-values", n_values) if n_values else None
-        config = (checked("--steps", dataclasses.replace, DEFAULT_CONFIG, steps=steps)
-                  if steps is not None else None)
+        config = checked("--steps", configs_with, names, {"steps": steps},
+                         QUICK_CONFIG if quick else None)
         size, pool = 16, SYNTHETIC_POOL
         if quick:
             sizes = quick_sizes(ctx, quick, {"points": 2, "sigmas": None})
-            config = config if steps is not None else QUICK_CONFIG
             size, pool, points = 8, 40, sizes["points"]
             grid, sig = grid or [1, 10], sig if sizes["sigmas"] is not None else sig[:2]
         out = out or default_out(COMMAND)

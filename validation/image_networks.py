@@ -7,9 +7,10 @@ folder, so whichever command runs first trains and the others reuse).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ __all__ = [
     "SYNTHETIC_CONFIG",
     "SYNTHETIC_DATASETS",
     "SYNTHETIC_POOL",
+    "Recipe",
     "config_for",
+    "configs_with",
     "dataset_pool",
     "default_n_values",
     "disjoint_subsets",
@@ -70,11 +73,31 @@ def dataset_pool(name: str, *, size: int = 16, data_dir: str | None = None,
     return images[np.random.default_rng(seed).permutation(len(images))]
 
 
-def config_for(name: str, config: TrainConfig | None = None) -> TrainConfig:
-    """``config`` when given, else the CPU default for data set ``name``."""
+#: what the image commands accept as a training recipe: one for every data set, one per data
+#: set (from `configs_with`), or None for each data set's CPU default
+Recipe = TrainConfig | Mapping[str, TrainConfig] | None
+
+
+def config_for(name: str, config: Recipe = None) -> TrainConfig:
+    """The recipe of data set ``name``: ``config`` itself, its entry for ``name``, or the CPU
+    default for ``name`` when None."""
+    if isinstance(config, Mapping):
+        return config[name]
     if config is not None:
         return config
     return SYNTHETIC_CONFIG if name in SYNTHETIC_DATASETS else DEFAULT_CONFIG
+
+
+def configs_with(names: Sequence[str], changes: Mapping[str, Any],
+                 base: TrainConfig | None = None) -> dict[str, TrainConfig] | None:
+    """Each data set's recipe (``base`` for all when given, e.g. the quick one) with the fields
+    of ``changes`` that are not None replaced, so that ``--steps`` changes only the steps
+    (the synthetic sets keep their narrower network); None when nothing changes and there is
+    no base. Raises ValueError (naming the field) for an invalid value."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes and base is None:
+        return None
+    return {name: dataclasses.replace(config_for(name, base), **changes) for name in names}
 
 
 def scale_down_note(configs: dict[str, TrainConfig]) -> str:
@@ -199,7 +222,7 @@ def pair_jobs(dataset: str, grid: Sequence[int], config: TrainConfig, seed: int,
 
 
 def plan_pairs(datasets: Sequence[str], n_values: Sequence[int] | None,
-               config: TrainConfig | None, seed: int, *, size: int, pool: int,
+               config: Recipe, seed: int, *, size: int, pool: int,
                data_dir: str | None = None, reserved: int = 0
                ) -> tuple[dict[str, tuple[np.ndarray, dict[str, Any], list[int]]],
                           list[dict[str, Any]]]:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-__all__ = ["ROW_BLOCK", "patch_moments"]
+__all__ = ["PATCH_BLOCK", "ROW_BLOCK", "patch_moments", "scatter_patch_jacobian"]
 
 #: query rows per logit block: with the patch chunk sized to PATCH_BLOCK this keeps a block at
 #: 2 MiB of float64, in a core's cache, while the products stay large enough for BLAS
@@ -80,3 +80,19 @@ def patch_moments(queries: torch.Tensor, inverse_temperature: torch.Tensor,
         v = (mean.shape[1] - k) // (k + 1)
         return {"value": mean[:, :v], "patch": mean[:, v:v + k],
                 "value_patch": mean[:, v + k:].reshape(n_rows, v, k)}
+
+
+def scatter_patch_jacobian(local: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """Dense Jacobians (B, d, d), d = C H W, from per-pixel patch Jacobians.
+
+    local   (B, HW, C, K)  d(output pixel p, channel c) / d(entry k of the patch around p)
+    source  (HW, K)        the flattened input pixel of entry k of the patch around p
+    Entries that land on the same input pixel (a patch wrapping onto itself) are summed."""
+    b, hw, c, k = local.shape
+    d = c * hw
+    rows = (torch.arange(c, device=local.device)[None, :, None] * hw
+            + torch.arange(hw, device=local.device)[:, None, None])              # (HW, C, 1)
+    flat = (rows * d + source[:, None, :]).expand(hw, c, k).reshape(-1)
+    jac = torch.zeros(b, d * d, dtype=local.dtype, device=local.device)
+    jac.index_add_(1, flat, local.reshape(b, -1))
+    return jac.reshape(b, d, d)

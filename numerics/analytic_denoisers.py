@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from geomem.theory._checks import check_choice, check_int, check_positive, check_real
 
-from ._patch_posterior import patch_moments
+from ._patch_posterior import patch_moments, scatter_patch_jacobian
 from .linear_denoiser import WienerDenoiser
 
 __all__ = [
@@ -378,12 +378,7 @@ class EquivariantPatchPosteriorMean(AnalyticDenoiser):
         # input pixel index of every (output pixel, patch entry): the patch's own layout
         index = torch.arange(self.d, dtype=torch.float64, device=self.device)
         source = self._patches(index.reshape(1, *self.shape))[0].long()          # (HW, K)
-        rows = (torch.arange(c, device=self.device)[None, :, None] * (h * w)
-                + torch.arange(h * w, device=self.device)[:, None, None])       # (HW, C, 1)
-        flat = (rows * self.d + source[:, None, :]).expand(h * w, c, k).reshape(-1)
-        jac = torch.zeros(len(y_t), self.d * self.d, dtype=torch.float64, device=self.device)
-        jac.index_add_(1, flat, cov.reshape(len(y_t), -1))
-        return jac.reshape(len(y_t), self.d, self.d)
+        return scatter_patch_jacobian(cov.reshape(len(y_t), h * w, c, k), source)
 
     def _denoise(self, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         if not (torch.is_grad_enabled() and y.requires_grad):

@@ -1,5 +1,6 @@
 """CLI --quick runs of the image commands and the crossover-N computation."""
 
+import csv
 import json
 
 import numpy as np
@@ -121,6 +122,25 @@ def test_gahb_quick(tmp_path, cache_dir):
     assert np.isfinite(summary["digits"]["mse_slope"])
     bad = CliRunner().invoke(_app(gahb), ["gahb", "--datasets", "cifar", "--out", str(out)])
     assert bad.exit_code == 2
+
+
+def test_gahb_size_sets_the_calpha_side_and_is_checked_first(tmp_path, cache_dir):
+    """--size wins over --quick's 8x8: the Jacobian spectrum has size^2 eigenvalues."""
+    from geomem.validation import gahb
+
+    out = tmp_path / "gahb12"
+    args = ["gahb", "--quick", "--out", str(out), "--cache-dir", str(cache_dir),
+            "--datasets", "calpha1", "--size", "12"]
+    result = CliRunner().invoke(_app(gahb), args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "record.json").read_text())["parameters"]["size"] == 12
+    with open(out / "shrinkage_spectra.csv") as f:
+        ks = {int(row["k"]) for row in csv.DictReader(f)}
+    assert ks == set(range(12 * 12))
+    for size in ("10", "4", "68"):
+        bad = CliRunner().invoke(_app(gahb), ["gahb", "--size", size, "--out", str(tmp_path)])
+        assert bad.exit_code == 2 and "--size" in bad.output, bad.output
+        assert not (tmp_path / "record.json").exists()
 
 
 def test_fit_log_slope_recovers_power_law():

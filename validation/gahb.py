@@ -330,6 +330,8 @@ def register(app: typer.Typer) -> None:
                            ] = 1000,
         steps: Annotated[int | None, typer.Option(
             help=f"Adam steps per network (default {GAHB_STEPS}).")] = None,
+        size: Annotated[int, typer.Option(
+            help="Side of the C^alpha images (a multiple of 4, 8..64; digits stay 8x8).")] = 16,
         cache_dir: CacheDirOption = None,
         seed: SeedOption = 0,
         workers: WorkersOption = 2,
@@ -341,11 +343,15 @@ def register(app: typer.Typer) -> None:
             raise bad_option("--n-train", f"must be >= 1, got {n_train}")
         if steps is not None:
             checked("--steps", dataclasses.replace, DEFAULT_CONFIG, steps=steps)
+        # the 3-level UNet halves the side twice; 64 keeps one Jacobian (d x d) under 200 MB
+        if not (8 <= size <= 64 and size % 4 == 0):
+            raise bad_option("--size", f"must be a multiple of 4 in 8..64, got {size}")
         config: TrainConfig | None = None
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"size": size}
         if quick:   # the quick network, trained --steps when given
             config = dataclasses.replace(QUICK_CONFIG, steps=steps or QUICK_CONFIG.steps)
-            kwargs = {"sigmas": (0.05, 0.2), "n_test": 4, "n_jacobian": 2, "size": 8,
+            kwargs = {"sigmas": (0.05, 0.2), "n_test": 4, "n_jacobian": 2,
+                      "size": quick_sizes(ctx, quick, {"size": 8})["size"],
                       "pool": 40, "digits_n": 10}
             n_train = quick_sizes(ctx, quick, {"n_train": 10})["n_train"]
         out = out or default_out(COMMAND)

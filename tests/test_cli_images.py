@@ -86,6 +86,11 @@ def test_generalization_quick(tmp_path, cache_dir):
     record = json.loads((out / "record.json").read_text())
     assert set(record["summary"]) == {"digits", "disks"}
     assert "scale_down" in record["parameters"]
+    for entry in record["summary"].values():
+        medians = np.array(entry["median_ab_similarity"], dtype=float)
+        medians = medians[np.isfinite(medians)]
+        assert entry["n_star_upper_bound_only"] == bool(
+            entry["n_star"] is not None and np.all(medians >= 0.9))
     from PIL import Image  # a matplotlib dependency
 
     width, height = Image.open(out / "sample_rows.png").size
@@ -275,3 +280,16 @@ def test_bad_steps_is_a_one_line_option_error(tmp_path, command):
     result = CliRunner().invoke(_app(generalization, image_dimensions),
                                 [command, "--steps", "0", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--steps" in result.output
+
+
+def test_star_text_says_when_n_star_is_only_an_upper_bound():
+    """Every grid N above 0.9 puts N* at or below the smallest N, not exactly there."""
+    from geomem.validation._generalization_plots import _star_text
+
+    crossing = {"n_star": 61.0, "n_star_upper_bound_only": False,
+                "n_star_ci": {"low": 40.0, "high": None}}
+    assert _star_text("digits", crossing) == "digits: N*=61 [40, beyond grid]"
+    bound = {"n_star": 100.0, "n_star_upper_bound_only": True,
+             "n_star_ci": {"low": 100.0, "high": 100.0}}
+    assert _star_text("calpha2", bound) == "calpha2: N*<=100 (every N agrees)"
+    assert _star_text("disks", {"n_star": None}) == "disks: N* not reached"

@@ -76,6 +76,8 @@ def _star_text(name: str, summary: dict[str, Any]) -> str:
     """'digits: N*=61 [40, 90]' (an open end when bootstrap replicates never cross)."""
     if summary["n_star"] is None:
         return f"{name}: N* not reached"
+    if summary.get("n_star_upper_bound_only"):
+        return f"{name}: N*<={summary['n_star']:.3g} (every N agrees)"
     ci = summary["n_star_ci"]
     low = f"{ci['low']:.3g}" if ci["low"] is not None else "?"
     high = f"{ci['high']:.3g}" if ci["high"] is not None else "beyond grid"

@@ -190,6 +190,10 @@ def run_generalization(out: Path, *, datasets: Sequence[str] = ("digits", "disks
                          "median_train_ci": [[r["median_train_ci_low"],
                                               r["median_train_ci_high"]] for r in mine],
                          "n_star": n_star, "n_star_reached": n_star is not None,
+                         # every grid N already agrees: N* is at or below the smallest N
+                         "n_star_upper_bound_only": bool(
+                             n_star is not None and np.all(np.asarray(medians)[
+                                 np.isfinite(medians)] >= SIMILARITY_THRESHOLD)),
                          "n_star_ci": crossover_ci(grid, boot_ab),
                          "fraction_converged": [r["fraction_converged"] for r in mine]}
         trained = [training_record(cache_dir, name, n, k, cfg, seed + k, pool_info)

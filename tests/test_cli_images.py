@@ -293,3 +293,16 @@ def test_star_text_says_when_n_star_is_only_an_upper_bound():
              "n_star_ci": {"low": 100.0, "high": 100.0}}
     assert _star_text("calpha2", bound) == "calpha2: N*<=100 (every N agrees)"
     assert _star_text("disks", {"n_star": None}) == "disks: N* not reached"
+
+
+def test_pool_record_keys_real_data_by_the_default_side_only():
+    """--size shapes synthetic images only, so a real data set's checkpoint key ignores it
+    (gahb --size 32 reuses generalization's digits network) and a synthetic one's does not."""
+    from geomem.validation.image_networks import DEFAULT_SIDE, dataset_pool, pool_record
+
+    digits = dataset_pool("digits")
+    assert pool_record("digits", digits, 32) == pool_record("digits", digits, 8)
+    assert pool_record("digits", digits, 32)["size"] == DEFAULT_SIDE
+    disks = dataset_pool("disks", size=8, pool=12)
+    assert pool_record("disks", disks, 8)["size"] == 8
+    assert pool_record("disks", disks, 8) != pool_record("disks", disks, 12)

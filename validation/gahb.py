@@ -50,6 +50,7 @@ from .image_networks import (
     dataset_pool,
     default_n_values,
     pair_jobs,
+    pool_record,
     pretrain_networks,
     scale_down_note,
     train_with_progress,
@@ -166,7 +167,7 @@ def run_gahb(out: Path, *, datasets: Sequence[str] = GAHB_DATASETS,
     pools, jobs = {}, []
     for name in datasets:
         images = dataset_pool(name, size=size, pool=pool)
-        pool_info = {"data_seed": DATA_SEED, "size": size, "pool": len(images)}
+        pool_info = pool_record(name, images, size)
         if name == "digits":     # network A of `generalization`'s largest N (same subset S1)
             n = digits_n if digits_n is not None else default_n_values(len(images))[-1]
         else:

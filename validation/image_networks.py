@@ -40,6 +40,7 @@ __all__ = [
     "is_trained",
     "pair_jobs",
     "plan_pairs",
+    "pool_record",
     "pretrain_networks",
     "scale_down_note",
     "train_with_progress",
@@ -63,6 +64,8 @@ QUICK_CONFIG = TrainConfig(arch="bfcnn", width=8, depth=4, steps=300, batch_size
 #: the largest synthetic pool drawn (so "max available" is finite for generated data)
 SYNTHETIC_POOL = 2000
 DATA_SEED = 0
+#: the commands' default image side; a real data set keeps its own side and records this one
+DEFAULT_SIDE = 16
 
 
 def dataset_pool(name: str, *, size: int = 16, data_dir: str | None = None,
@@ -71,6 +74,14 @@ def dataset_pool(name: str, *, size: int = 16, data_dir: str | None = None,
     images = load_dataset(name, None if name in ("digits", "mnist", "cifar10") else pool,
                           size=size, data_dir=data_dir, rng=seed + 1)
     return images[np.random.default_rng(seed).permutation(len(images))]
+
+
+def pool_record(name: str, images: np.ndarray, size: int) -> dict[str, Any]:
+    """What identifies the pool ``images`` of ``name`` in checkpoint keys and result caches.
+    ``size`` only shapes synthetic images, so a real data set records ``DEFAULT_SIDE``
+    whatever ``--size`` says: its networks stay shared between commands and sizes."""
+    side = size if name in SYNTHETIC_DATASETS else DEFAULT_SIDE
+    return {"data_seed": DATA_SEED, "size": side, "pool": len(images)}
 
 
 #: what the image commands accept as a training recipe: one for every data set, one per data
@@ -232,7 +243,7 @@ def plan_pairs(datasets: Sequence[str], n_values: Sequence[int] | None,
     pools, jobs = {}, []
     for name in datasets:
         images = dataset_pool(name, size=size, data_dir=data_dir, pool=pool)
-        pool_info = {"data_seed": DATA_SEED, "size": size, "pool": len(images)}
+        pool_info = pool_record(name, images, size)
         grid = sorted(n_values) if n_values is not None else default_n_values(len(images))
         largest = min(len(images) - reserved, len(images) // 2)
         if grid[-1] > largest:
